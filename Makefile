@@ -1,0 +1,43 @@
+# dmax — the two commands of the README:
+#   make pipeline   install (pinned, CPU torch) and run the whole tiny pipeline, printing the table
+#   make test       install and run the test suite
+VENV ?= .venv
+PYTHON ?= python3
+PRESET ?= tiny
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.dmax-installed
+
+.PHONY: install pipeline test test-fast lint format asset clean
+
+install: $(STAMP)
+
+# torch==2.13.0 is pinned in the same command (and constrained) so pip never resolves a CUDA build.
+$(STAMP): requirements/lock.txt requirements/constraints.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --disable-pip-version-check -q -r requirements/lock.txt -c requirements/constraints.txt
+	$(BIN)/pip install --disable-pip-version-check -q --no-deps -e .
+	touch $@
+
+pipeline: install
+	$(BIN)/dmax pipeline --preset $(PRESET)
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow and not integration"
+
+lint: install
+	$(BIN)/ruff check .
+
+format: install
+	$(BIN)/ruff format dmax_core tests flows
+
+# Regenerates the small trained base checkpoint used by tests (tests/assets/tiny-base).
+asset: install
+	$(BIN)/python scripts/make_test_asset.py
+
+clean:
+	rm -rf runs
+
+-include mk/platform.mk

@@ -1,0 +1,3 @@
+from dmax_core.cli import main
+
+main()

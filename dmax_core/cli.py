@@ -1,0 +1,87 @@
+"""`dmax` command line: one subcommand per stage plus `pipeline` and `config`.
+
+    dmax pipeline --preset tiny
+    dmax train --preset smoke train.lr=3e-4 seed=1
+
+User errors (bad config keys, missing or corrupt files) print one line and exit with status 2;
+nothing half-written is left behind because every stage writes atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from dmax_core.errors import DmaxError
+
+STAGE_HELP = {
+    "pretrain": "block-diffusion SFT of the tiny base model from scratch",
+    "distill": "the base model answers training prompts -> trajectory dataset",
+    "train": "OPUT fine-tuning on the trajectories -> the DMax model",
+    "evaluate": "{base, dmax} x {threshold, spd} x thresholds on held-out problems",
+    "report": "markdown table and TPF-vs-accuracy plot from the evaluation",
+    "pipeline": "all stages in order",
+    "config": "print the resolved configuration (YAML) and exit",
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dmax", description="DMax experiment platform (OPUT + SPD).")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, text in STAGE_HELP.items():
+        p = sub.add_parser(name, help=text, description=text)
+        p.add_argument("--preset", default="tiny", help="preset name in params/ or a YAML path (default: tiny)")
+        p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.lr=3e-4")
+        if name != "config":
+            p.add_argument("--track", action="store_true",
+                           help="record the run in MLflow (MLFLOW_TRACKING_URI or the project's sqlite store)")
+    return parser
+
+
+def _print_report(cfg) -> None:
+    from dmax_core.stages import report_dir
+
+    path = report_dir(cfg) / "report.md"
+    if path.is_file():
+        print(path.read_text())
+        print(f"report: {path}\nplot:   {report_dir(cfg) / 'tradeoff.png'}")
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from dmax_core.config import load_config
+
+    cfg = load_config(args.preset, args.overrides)
+    if args.command == "config":
+        print(cfg.to_yaml(), end="")
+        return 0
+    from dmax_core import stages
+
+    if getattr(args, "track", False):
+        from dmax_core import tracking
+
+        tracking.run_tracked(cfg, args.command)
+    elif args.command == "pipeline":
+        stages.run_pipeline(cfg)
+    else:
+        print(stages.STAGES[args.command](cfg))
+    if args.command in {"pipeline", "report"}:
+        _print_report(cfg)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    try:
+        code = run(argv)
+    except DmaxError as exc:
+        print(f"dmax: error: {exc}", file=sys.stderr)
+        code = 2
+    except KeyboardInterrupt:
+        print("dmax: interrupted", file=sys.stderr)
+        code = 130
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

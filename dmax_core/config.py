@@ -1,0 +1,279 @@
+"""One typed, validated settings tree for every stage.
+
+Presets live in `params/<name>.yaml` (a preset may start from another with `base: <name>`); users
+override any leaf with `dotted.key=value`. Unknown keys and bad values are errors that name the key,
+so a typo can never silently fall back to a default. This module only reads and validates; it does
+not create directories or touch the model.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from dmax_core.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class TaskConfig(_Strict):
+    """The embedded running-total task (a GSM8K stand-in) and its splits."""
+
+    name: Literal["running_total"] = "running_total"
+    n_train: int = Field(20000, ge=1)
+    n_validation: int = Field(100, ge=1)
+    n_test: int = Field(200, ge=1)
+    min_steps: int = Field(3, ge=1)
+    max_steps: int = Field(4, ge=1)
+    seed: int = 1234
+
+    @model_validator(mode="after")
+    def _steps_ordered(self) -> TaskConfig:
+        if self.min_steps > self.max_steps:
+            raise ValueError(f"task.min_steps ({self.min_steps}) > task.max_steps ({self.max_steps})")
+        return self
+
+
+class ModelConfig(_Strict):
+    """Architecture knobs of a from-scratch LLaDA2-MoE model (names as in LLaDA2.0-mini config.json).
+
+    `base_path` points at an existing checkpoint directory (e.g. a downloaded LLaDA2.0-mini); when it
+    is set, `pretrain` is skipped and the architecture fields are ignored.
+    """
+
+    base_path: Path | None = None
+    hidden_size: int = Field(128, ge=8)
+    num_hidden_layers: int = Field(4, ge=1)
+    num_attention_heads: int = Field(4, ge=1)
+    num_key_value_heads: int = Field(2, ge=1)
+    head_dim: int = Field(32, ge=2)
+    intermediate_size: int = Field(512, ge=1)
+    moe_intermediate_size: int = Field(128, ge=1)
+    first_k_dense_replace: int = Field(3, ge=0)
+    num_experts: int = Field(8, ge=0)
+    num_experts_per_tok: int = Field(2, ge=1)
+    num_shared_experts: int = Field(1, ge=0)
+    n_group: int = Field(2, ge=1)
+    topk_group: int = Field(1, ge=1)
+    routed_scaling_factor: float = Field(2.5, gt=0)
+    partial_rotary_factor: float = Field(0.5, gt=0, le=1)
+    rope_theta: float = Field(600000.0, gt=0)
+    max_position_embeddings: int = Field(1024, ge=16)
+    rms_norm_eps: float = Field(1e-6, gt=0)
+
+
+class TrainConfig(_Strict):
+    """One trainer, two objectives: block-diffusion SFT (`sft`) and On-Policy Uniform Training (`oput`).
+
+    Defaults follow spec §2.3 where they make sense at tiny scale; presets change lr/steps.
+    """
+
+    objective: Literal["sft", "oput"] = "sft"
+    steps: int | None = Field(None, ge=1)
+    epochs: float | None = Field(None, gt=0)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    min_lr: float = Field(1e-5, ge=0)
+    warmup_ratio: float = Field(0.03, ge=0, lt=1)
+    weight_decay: float = Field(0.01, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = Field(1e-8, gt=0)
+    grad_clip: float = Field(1.0, gt=0)
+    noise_low: float = Field(0.3, ge=0, le=1)
+    noise_high: float = Field(0.8, ge=0, le=1)
+    max_seq_len: int = Field(128, ge=8)
+    labelled_pad_tokens: int | None = Field(None, ge=0)
+    checkpoint_every: int = Field(0, ge=0)
+    log_every: int = Field(10, ge=1)
+    seed: int = 42
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        if self.noise_low > self.noise_high:
+            raise ValueError(f"noise_low ({self.noise_low}) > noise_high ({self.noise_high})")
+        if self.steps is None and self.epochs is None:
+            raise ValueError("set either steps or epochs")
+        if self.min_lr > self.lr:
+            raise ValueError(f"min_lr ({self.min_lr}) > lr ({self.lr})")
+        return self
+
+
+class DistillConfig(_Strict):
+    """How the base model writes its own trajectory dataset (spec §2.1: answers by the base model)."""
+
+    n_prompts: int = Field(2000, ge=1)
+    decoder: Literal["threshold", "spd"] = "threshold"
+    threshold: float = Field(0.9, ge=0, le=1)
+    gen_length: int = Field(96, ge=1)
+    keep_incorrect: bool = True
+
+
+class EvaluateConfig(_Strict):
+    """The {model} x {decoder} x {threshold} grid on held-out problems."""
+
+    models: list[Literal["base", "dmax"]] = ["base", "dmax"]
+    decoders: list[Literal["threshold", "spd"]] = ["threshold", "spd"]
+    thresholds: list[float] = [1.0, 0.9, 0.7, 0.5, 0.3]
+    n_test: int | None = Field(None, ge=1)
+    n_validation: int | None = Field(None, ge=1)
+    gen_length: int = Field(96, ge=1)
+    samples_to_keep: int = Field(20, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> EvaluateConfig:
+        bad = [t for t in self.thresholds if not 0.0 <= t <= 1.0]
+        if bad:
+            raise ValueError(f"thresholds must lie in [0, 1], got {bad}")
+        if not self.thresholds or not self.models or not self.decoders:
+            raise ValueError("models, decoders and thresholds must be non-empty")
+        return self
+
+
+class ReportConfig(_Strict):
+    """Headline rules, fixed before looking at the test split (issue 4)."""
+
+    accuracy_tolerance_pp: float = Field(1.0, ge=0)
+    min_base_accuracy: float = Field(0.9, ge=0, le=1)
+
+
+class DmaxConfig(_Strict):
+    """The whole resolved configuration of one run."""
+
+    preset: str = "custom"
+    seed: int = 0
+    block_length: int = Field(32, ge=1)
+    run_dir: Path = Path("runs/tiny")
+    num_threads: int | None = Field(None, ge=1)
+    task: TaskConfig = TaskConfig()
+    model: ModelConfig = ModelConfig()
+    pretrain: TrainConfig = TrainConfig(objective="sft", steps=1000)
+    distill: DistillConfig = DistillConfig()
+    train: TrainConfig = TrainConfig(objective="oput", epochs=1.0)
+    evaluate: EvaluateConfig = EvaluateConfig()
+    report: ReportConfig = ReportConfig()
+
+    def to_flat_dict(self) -> dict[str, Any]:
+        """Dotted leaf keys -> scalar values (MLflow params, DVC-style listings)."""
+        flat: dict[str, Any] = {}
+
+        def walk(prefix: str, value: Any) -> None:
+            if isinstance(value, dict):
+                for key, child in value.items():
+                    walk(f"{prefix}.{key}" if prefix else key, child)
+            else:
+                flat[prefix] = value if isinstance(value, (int, float, str, bool)) or value is None else str(value)
+
+        walk("", self.model_dump(mode="json"))
+        return flat
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def preset_path(preset: str | Path) -> Path:
+    """Resolve a preset name (`tiny`) or a YAML path to a file, with a helpful error."""
+    candidate = Path(preset)
+    if candidate.suffix in {".yaml", ".yml"} or candidate.exists():
+        if not candidate.is_file():
+            raise ConfigError(f"config file not found: {candidate}")
+        return candidate
+    for root in (Path.cwd() / "params", PROJECT_ROOT / "params"):
+        path = root / f"{preset}.yaml"
+        if path.is_file():
+            return path
+    known = sorted(p.stem for p in (PROJECT_ROOT / "params").glob("*.yaml"))
+    raise ConfigError(f"unknown preset {preset!r}; known presets: {', '.join(known) or 'none'}")
+
+
+def _read_preset(preset: str | Path, seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    path = preset_path(preset)
+    if str(path) in seen:
+        raise ConfigError(f"preset inheritance loop: {' -> '.join((*seen, str(path)))}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping at the top level")
+    parent = data.pop("base", None)
+    name = data.pop("preset", Path(path).stem)
+    if parent is not None:
+        data = _deep_merge(_read_preset(parent, (*seen, str(path))), data)
+    data["preset"] = name
+    return data
+
+
+def _known_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    keys = []
+    for name, field in model.model_fields.items():
+        dotted = f"{prefix}{name}"
+        keys.append(dotted)
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            keys.extend(_known_keys(annotation, f"{dotted}."))
+    return keys
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """Apply `dotted.key=value` overrides (values parsed as YAML) to a raw config mapping."""
+    data = _deep_merge({}, data)
+    known = _known_keys(DmaxConfig)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=3)
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise ConfigError(f"unknown config key {key!r}{hint}")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"cannot parse value of {key}: {exc}") from exc
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"cannot set {key}: {part} is not a group")
+        node[parts[-1]] = value
+    return data
+
+
+def _format_validation_error(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        lines.append(f"{loc}: {err['msg']}" + (" (unknown key)" if err["type"] == "extra_forbidden" else ""))
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def build_config(data: dict[str, Any]) -> DmaxConfig:
+    try:
+        return DmaxConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc)) from None
+
+
+def load_config(preset: str | Path = "tiny", overrides: list[str] | tuple[str, ...] = ()) -> DmaxConfig:
+    """Read a preset (name in params/ or YAML path), apply overrides, validate."""
+    return build_config(apply_overrides(_read_preset(preset), list(overrides)))

@@ -1,0 +1,335 @@
+"""The block-decoding frame shared by every policy (spec §3.1 frame, §4.3, §5.4).
+
+The frame owns everything outside a single block step: the [prompt, MASK...] layout over absolute
+B-aligned blocks, the prefill of the prompt prefix, the prefix KV cache and the cross-block commit,
+NFE counting, EOS stop, wall-clock timing and the per-forward trace. A `BlockPolicy` owns only what
+happens inside a block (which tokens change, what is fed next, when the block is done).
+
+It must not contain policy logic (thresholds, revision, soft embeddings), must not define attention
+rules (they come from `dmax_core.diffusion.block_causal_mask`), and must not count NFE anywhere but
+here. Batch size 1 only, as in the paper's speed measurements (§0, §5.4); a batch > 1 is refused.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from dmax_core.decoding.policies import BlockPolicy, TokenEmbedder
+from dmax_core.diffusion import block_causal_mask
+from dmax_core.models.kv_cache import KVCache
+
+INPUT_PREFILL = "prefill"
+INPUT_IDS = "ids"
+INPUT_IDS_COMMIT = "ids+commit"
+INPUT_EMBEDS = "embeds"
+
+
+@dataclass
+class StepRecord:
+    """One model forward, as seen by traces, callbacks and visualisations (CPU copies only).
+
+    `block_index` is the absolute block number (block start // B); the prefill record has -1.
+    `step_index` counts forwards within the block from 0. `block_ids`/`confidence` are the block
+    after the policy step (None for the prefill); `changed_positions` are block-relative.
+    """
+
+    block_index: int
+    step_index: int
+    input_kind: str
+    block_ids: Tensor | None
+    confidence: Tensor | None
+    changed_positions: list[int]
+    stop_reason: str | None
+
+
+@dataclass
+class DecodeResult:
+    """The outcome of one `generate` call, with the §5.4 counting rules applied.
+
+    `output_ids` is the whole [prompt + generated] sequence with every EOS removed; `generated_ids`
+    is the part after the prompt with every EOS removed. Non-EOS ids that follow an EOS inside the
+    final block are kept and counted (§5.4, §7.12). `raw_ids` is the decoded [T] array before EOS
+    removal (EOS fill included), for inspection.
+    """
+
+    prompt_length: int
+    output_ids: Tensor
+    generated_ids: Tensor
+    nfe: int
+    seconds: float
+    block_stop_reasons: list[str]
+    trace: list[StepRecord] = field(default_factory=list)
+    raw_ids: Tensor | None = None
+
+    @property
+    def tokens(self) -> int:
+        """tokens(sample) of §5.4: generated ids that are not EOS."""
+        return int(self.generated_ids.numel())
+
+    @property
+    def tokens_per_forward(self) -> float:
+        """TPF(sample) = tokens / NFE (§5.4); the prefill forward counts as 1 NFE."""
+        return self.tokens / self.nfe if self.nfe else 0.0
+
+
+def _check_positive_int(knob: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{knob} must be an int >= 1, got {value!r}")
+    return value
+
+
+def _model_device(model: Any, fallback: torch.device) -> torch.device:
+    try:
+        return next(model.parameters()).device
+    except (AttributeError, StopIteration):
+        return fallback
+
+
+def generate(
+    model: Any,
+    prompt_ids: Tensor,
+    policy: BlockPolicy,
+    *,
+    gen_length: int,
+    block_length: int,
+    record_trace: bool = True,
+    use_cache: bool = True,
+    callback: Callable[[StepRecord], None] | None = None,
+) -> DecodeResult:
+    """Decode `gen_length` tokens after `prompt_ids` block by block with `policy` (§3.1, §4).
+
+    Layout: T = ceil((P + G) / B) * B positions, x = [prompt, MASK...], blocks at absolute multiples
+    of B, the first at s0 = floor(P / B) * B (so it may hold the prompt tail, which stays fixed).
+
+    Forwards (each one is 1 NFE, §5.4):
+      * prefill of [0, s0) with the block-causal mask, writing the cache; skipped when s0 == 0
+        (the clean fix of §7.11; the official code prefills a block of masks instead);
+      * per block, the first forward feeds ids: the B block ids, or, when the previous block is
+        finished and its K/V not yet cached, 2B ids [previous block, this block] at [s - B, s + B)
+        with the block-causal mask, committing the first B to the cache (one forward, both jobs);
+      * later forwards feed the policy's `next_inputs_embeds` (or its ids when None), attending to
+        the cache and the whole block, writing nothing.
+    After a block: its ids are committed to x; if it holds an EOS, the rest of x becomes EOS and
+    decoding stops (§3.1), so the last block's K/V are never computed.
+
+    Args:
+        model: implements the dmax model interface (docs/interfaces.md): `forward`, `embed`,
+            `mask_token_id`, `eos_token_id`, `config.num_hidden_layers`.
+        prompt_ids: Long[P] (or Long[1, P]); batch size 1 only.
+        policy: a `BlockPolicy` (e.g. `ThresholdPolicy`, `SPDPolicy`).
+        gen_length: G, the number of positions requested after the prompt (rounded up to a block).
+        block_length: B.
+        record_trace: keep a `StepRecord` per forward in `DecodeResult.trace` (costs host copies).
+        use_cache: False recomputes the whole prefix [0, block end) with the block-causal mask at
+            every forward instead of using a KV cache. It exists to verify the cached path: both
+            give the same tokens and the same NFE. The NFE of this mode counts the cached
+            schedule: the prefill is counted (its work is folded into every later forward) but
+            not run, and a cross-block forward is one forward either way.
+        callback: called with each `StepRecord` right after the forward it describes.
+
+    Returns:
+        A `DecodeResult`; `seconds` is the wall-clock time of the whole call (CUDA synchronised).
+    """
+    start = time.perf_counter()
+    if not isinstance(policy, BlockPolicy):
+        raise ValueError(f"policy must be a BlockPolicy, got {type(policy).__name__}")
+    gen_length = _check_positive_int("gen_length", gen_length)
+    block_length = _check_positive_int("block_length", block_length)
+    if prompt_ids.dim() == 2:
+        if prompt_ids.shape[0] != 1:
+            raise ValueError(f"generate supports batch size 1 only, got prompt_ids {tuple(prompt_ids.shape)}")
+        prompt_ids = prompt_ids[0]
+    if prompt_ids.dim() != 1:
+        raise ValueError(f"prompt_ids must be Long[P], got shape {tuple(prompt_ids.shape)}")
+
+    with torch.inference_mode():
+        raw_ids, nfe, reasons, trace = _decode(
+            model, prompt_ids, policy, gen_length, block_length, record_trace, use_cache, callback
+        )
+    prompt_length = int(prompt_ids.numel())
+    eos = int(model.eos_token_id)
+    raw_ids = raw_ids.clone()  # a normal tensor, usable outside inference mode
+    generated = raw_ids[prompt_length:]
+    output_ids = raw_ids[raw_ids != eos]
+    generated_ids = generated[generated != eos]
+    if raw_ids.is_cuda:
+        torch.cuda.synchronize(raw_ids.device)
+    seconds = time.perf_counter() - start
+    return DecodeResult(
+        prompt_length=prompt_length,
+        output_ids=output_ids,
+        generated_ids=generated_ids,
+        nfe=nfe,
+        seconds=seconds,
+        block_stop_reasons=reasons,
+        trace=trace,
+        raw_ids=raw_ids,
+    )
+
+
+def _decode(
+    model: Any,
+    prompt_ids: Tensor,
+    policy: BlockPolicy,
+    gen_length: int,
+    block_length: int,
+    record_trace: bool,
+    use_cache: bool,
+    callback: Callable[[StepRecord], None] | None,
+) -> tuple[Tensor, int, list[str], list[StepRecord]]:
+    device = _model_device(model, prompt_ids.device)
+    mask_id, eos_id = int(model.mask_token_id), int(model.eos_token_id)
+    prompt_length = int(prompt_ids.numel())
+    total_length = math.ceil((prompt_length + gen_length) / block_length) * block_length
+    x = torch.full((total_length,), mask_id, dtype=torch.long, device=device)
+    x[:prompt_length] = prompt_ids.to(device)
+    positions = torch.arange(total_length, device=device)
+    s0 = (prompt_length // block_length) * block_length
+    embedder = TokenEmbedder.from_model(model, device)
+    cache = KVCache(model.config.num_hidden_layers) if use_cache else None
+    trace: list[StepRecord] = []
+    reasons: list[str] = []
+    want_records = record_trace or callback is not None
+
+    def emit(record: StepRecord) -> None:
+        if record_trace:
+            trace.append(record)
+        if callback is not None:
+            callback(record)
+
+    nfe = 0
+    if s0 > 0:
+        if cache is not None:
+            prefix = positions[:s0]
+            model.forward(
+                input_ids=x[None, :s0],
+                position_ids=prefix,
+                attention_mask=block_causal_mask(prefix, block_length),
+                kv_cache=cache,
+                cache_commit_length=s0,
+            )
+            _check_cache_length(cache, s0)
+        nfe += 1
+        if want_records:
+            emit(StepRecord(-1, 0, INPUT_PREFILL, None, None, [], None))
+
+    # Both masks depend only on the relative block layout, so they are built once.
+    block_mask = block_causal_mask(positions[:block_length], block_length)  # one block: all True (bidirectional)
+    commit_mask = block_causal_mask(positions[: 2 * block_length], block_length)  # finished block cannot see the new one
+    pending = False  # §4.1: false after the prefill, true after every finished block
+    for s in range(s0, total_length, block_length):
+        e = s + block_length
+        start_ids = x[s:e].clone()
+        active = start_ids == mask_id
+        policy.begin_block(start_ids, active, embedder)
+        block_ids, embeds = start_ids, None
+        step_index = 0
+        while True:
+            if step_index == 0:
+                kind = INPUT_IDS_COMMIT if pending else INPUT_IDS
+            else:
+                kind = INPUT_EMBEDS if embeds is not None else INPUT_IDS
+            if cache is not None:
+                logits = _cached_forward(
+                    model, kind, x, block_ids, embeds, positions, s, block_length, cache, block_mask, commit_mask
+                )
+            else:
+                logits = _uncached_forward(model, kind, x, block_ids, embeds, positions, s, block_length, embedder)
+            nfe += 1
+            out = policy.step(logits)
+            if want_records:
+                emit(
+                    StepRecord(
+                        block_index=s // block_length,
+                        step_index=step_index,
+                        input_kind=kind,
+                        block_ids=out.block_ids.detach().cpu().clone(),
+                        confidence=out.confidence.detach().float().cpu().clone(),
+                        changed_positions=out.changed.nonzero().flatten().tolist(),
+                        stop_reason=out.stop_reason,
+                    )
+                )
+            if out.done:
+                break
+            block_ids, embeds = out.block_ids, out.next_inputs_embeds
+            step_index += 1
+        final = out.block_ids
+        if not bool((final[~active] == start_ids[~active]).all()):
+            raise RuntimeError(f"policy {policy.name!r} changed an inactive (prompt) position")
+        x[s:e] = final
+        pending = True
+        reasons.append(out.stop_reason or "done")
+        if bool((final == eos_id).any()):  # §3.1 EOS stop: fill the rest with EOS
+            x[e:] = eos_id
+            break
+    return x, nfe, reasons, trace
+
+
+def _check_cache_length(cache: KVCache, expected: int) -> None:
+    if cache.length != expected:
+        raise RuntimeError(f"KV cache holds {cache.length} positions, expected {expected}")
+
+
+def _cached_forward(
+    model: Any,
+    kind: str,
+    x: Tensor,
+    block_ids: Tensor,
+    embeds: Tensor | None,
+    positions: Tensor,
+    s: int,
+    block_length: int,
+    cache: KVCache,
+    block_mask: Tensor,
+    commit_mask: Tensor,
+) -> Tensor:
+    """One block forward against the prefix cache; returns the block logits [B, V]."""
+    if kind == INPUT_IDS_COMMIT:
+        # §3.1 / §4.2 step 1: [finished block, new block] in one forward; the finished block's K/V
+        # (hard final ids, block-causal) go into the cache, the new block's logits are its step 1.
+        ids = torch.cat([x[s - block_length : s], block_ids])
+        logits = model.forward(
+            input_ids=ids[None],
+            position_ids=positions[s - block_length : s + block_length],
+            attention_mask=commit_mask,
+            kv_cache=cache,
+            cache_commit_length=block_length,
+        )
+        _check_cache_length(cache, s)
+        return logits[0, block_length:]
+    common = dict(position_ids=positions[s : s + block_length], attention_mask=block_mask, kv_cache=cache)
+    if kind == INPUT_EMBEDS:
+        logits = model.forward(inputs_embeds=embeds[None], cache_commit_length=0, **common)
+    else:
+        logits = model.forward(input_ids=block_ids[None], cache_commit_length=0, **common)
+    return logits[0]
+
+
+def _uncached_forward(
+    model: Any,
+    kind: str,
+    x: Tensor,
+    block_ids: Tensor,
+    embeds: Tensor | None,
+    positions: Tensor,
+    s: int,
+    block_length: int,
+    embedder: TokenEmbedder,
+) -> Tensor:
+    """The same block forward recomputing [0, s + B) from scratch (verification mode)."""
+    prefix_positions = positions[: s + block_length]
+    mask = block_causal_mask(prefix_positions, block_length)
+    if kind == INPUT_EMBEDS:
+        inputs = torch.cat([embedder(x[:s]), embeds]) if s > 0 else embeds
+        logits = model.forward(inputs_embeds=inputs[None], position_ids=prefix_positions, attention_mask=mask)
+    else:
+        ids = torch.cat([x[:s], block_ids])
+        logits = model.forward(input_ids=ids[None], position_ids=prefix_positions, attention_mask=mask)
+    return logits[0, s:]

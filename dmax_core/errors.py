@@ -1,0 +1,17 @@
+"""Exception types the CLI turns into a one-line message and a non-zero exit.
+
+Kept tiny on purpose: a `DmaxError` means "the user gave us something wrong" (bad config, missing
+or corrupt file), as opposed to a bug, which should keep its traceback.
+"""
+
+
+class DmaxError(Exception):
+    """A problem with the user's input or files, described in words."""
+
+
+class ConfigError(DmaxError):
+    """An unknown key, a bad value or a missing preset in the configuration."""
+
+
+class DataError(DmaxError):
+    """A missing, malformed or corrupt data file (trajectories, problems, checkpoints)."""

@@ -1,0 +1,1 @@
+"""Evaluation: scorers and metrics (see docs/interfaces.md)."""

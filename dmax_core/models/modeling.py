@@ -1,0 +1,584 @@
+"""Native PyTorch LLaDA2-MoE (spec §6): the dLLM that every dmax stage trains and decodes.
+
+One implementation at any size: a tiny CPU model for the embedded pipeline and LLaDA2.0-mini /
+DMax-16B on GPUs. `state_dict()` keys are exactly the HF per-expert names of §6.3, so released
+checkpoints load by name, and `save_pretrained` / `from_pretrained` read and write the HF layout
+(`config.json` + safetensors).
+
+What this module must not do: decide attention rules (the caller passes a boolean mask, built in
+`dmax_core/diffusion.py`; attention here is never implicitly causal), own decoding state (the
+frame owns the `KVCache` and when to commit to it), unpickle anything (`torch.load` is never
+called), or register with / import transformers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from .configuration import CONFIG_NAME, LLaDA2MoeConfig
+from .kv_cache import KVCache
+
+WEIGHTS_NAME = "model.safetensors"
+WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
+# Sum of the chosen weights is divided by (sum + this) in the reference gate (§6.2).
+_ROUTER_NORM_EPS = 1e-20
+_EXPERT_PROJS = ("gate_proj", "up_proj", "down_proj")
+
+
+# ====================================================================== building blocks
+class LLaDA2MoeRMSNorm(nn.Module):
+    """RMSNorm computed in fp32, cast back, times a learned weight (no bias; §6.2)."""
+
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        x32 = x.float()
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        # Cast back before the weight, as the reference does, so bf16 numerics match it.
+        return self.weight * x32.to(dtype)
+
+
+def rotary_cos_sin(position_ids: torch.Tensor, rotary_dim: int, theta: float,
+                   dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin tables [b, 1, L, rotary_dim] for NeoX rotate-half RoPE (§6.2).
+
+    inv_freq_i = theta^(-2i/rotary_dim), i < rotary_dim/2, computed in fp32 like the HF default
+    rope init; the angle table is duplicated (cat(freqs, freqs)) because rotate-half pairs i and
+    i + rotary_dim/2. Computed from the positions on every call, so there is no buffer that the
+    meta device or `to_empty` could leave uninitialised.
+    """
+    exponent = torch.arange(0, rotary_dim, 2, dtype=torch.int64, device=position_ids.device).float()
+    inv_freq = 1.0 / (theta ** (exponent / rotary_dim))
+    freqs = position_ids.float()[..., None] * inv_freq  # [b, L, rotary_dim/2]
+    emb = torch.cat([freqs, freqs], dim=-1)[:, None]  # [b, 1, L, rotary_dim]
+    return emb.cos().to(dtype), emb.sin().to(dtype)
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+
+
+def apply_partial_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate the first cos.shape[-1] dims of each head; pass the rest through (§6.2 step 2)."""
+    rotary_dim = cos.shape[-1]
+    x_rot, x_pass = x[..., :rotary_dim], x[..., rotary_dim:]
+    x_rot = x_rot * cos + _rotate_half(x_rot) * sin
+    return torch.cat([x_rot, x_pass], dim=-1)
+
+
+class LLaDA2MoeAttention(nn.Module):
+    """Fused-QKV GQA attention with per-head q/k RMSNorm before partial RoPE (§6.2)."""
+
+    def __init__(self, config: LLaDA2MoeConfig) -> None:
+        super().__init__()
+        self.num_heads = config.num_attention_heads
+        self.num_kv_heads = config.num_key_value_heads
+        self.head_dim = config.head_dim
+        # Rows of the fused weight are ordered Q (heads*hd), K (kv*hd), V (kv*hd) (§6.2).
+        self.query_key_value = nn.Linear(
+            config.hidden_size, (self.num_heads + 2 * self.num_kv_heads) * self.head_dim,
+            bias=config.use_qkv_bias)
+        self.query_layernorm = LLaDA2MoeRMSNorm(self.head_dim, config.rms_norm_eps)
+        self.key_layernorm = LLaDA2MoeRMSNorm(self.head_dim, config.rms_norm_eps)
+        self.dense = nn.Linear(self.num_heads * self.head_dim, config.hidden_size, bias=config.use_bias)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor,
+                past: tuple[torch.Tensor, torch.Tensor] | None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Returns (output [b, L, d], post-RoPE K [b, kv, L, hd], V [b, kv, L, hd]) of the new tokens."""
+        b, length, _ = x.shape
+        qkv = self.query_key_value(x).view(b, length, self.num_heads + 2 * self.num_kv_heads, self.head_dim)
+        q, k, v = qkv.split([self.num_heads, self.num_kv_heads, self.num_kv_heads], dim=2)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        q = apply_partial_rope(self.query_layernorm(q), cos, sin)
+        k = apply_partial_rope(self.key_layernorm(k), cos, sin)
+        keys, values = k, v
+        if past is not None:
+            keys, values = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
+        # GQA by explicit repeat: every SDPA backend then accepts the boolean mask (enable_gqa is
+        # not supported by all of them with an arbitrary mask).
+        groups = self.num_heads // self.num_kv_heads
+        if groups > 1:
+            keys = keys.repeat_interleave(groups, dim=1)
+            values = values.repeat_interleave(groups, dim=1)
+        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask,
+                                             scale=1.0 / math.sqrt(self.head_dim))
+        out = out.transpose(1, 2).reshape(b, length, self.num_heads * self.head_dim)
+        return self.dense(out), k, v
+
+
+class LLaDA2MoeMLP(nn.Module):
+    """SwiGLU FFN: down(silu(gate(x)) * up(x)). Dense layers, routed and shared experts (§6.2)."""
+
+    def __init__(self, hidden_size: int, intermediate_size: int) -> None:
+        super().__init__()
+        self.gate_proj = nn.Linear(hidden_size, intermediate_size, bias=False)
+        self.up_proj = nn.Linear(hidden_size, intermediate_size, bias=False)
+        self.down_proj = nn.Linear(intermediate_size, hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+def route_tokens(router_logits: torch.Tensor, expert_bias: torch.Tensor | None, *, top_k: int,
+                 n_group: int, topk_group: int, routed_scaling_factor: float,
+                 norm_topk_prob: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Group-limited sigmoid top-k routing of LLaDA2-MoE (§6.2). All in fp32.
+
+    router_logits: [N, E]; expert_bias: [E] or None. Returns (topk_idx Long[N, top_k],
+    topk_weight fp32[N, top_k]), experts sorted by descending biased score.
+
+    1. s = sigmoid(logits); r = s + expert_bias. The bias only steers *selection*.
+    2. Groups of E / n_group consecutive experts; group score = sum of the top-2 r in the group;
+       keep the `topk_group` best groups.
+    3. Pick the `top_k` experts with the largest r inside the kept groups (others get -inf, so a
+       negative biased score can never lose to an excluded expert).
+    4. weight = s (unbiased) of the chosen experts, divided by (their sum + 1e-20) when
+       `norm_topk_prob` and top_k > 1, times `routed_scaling_factor`. The reference gate
+       normalises whenever top_k > 1 and ignores `norm_topk_prob` (true in every released config),
+       so the two agree on LLaDA2.0-mini.
+    """
+    logits = router_logits.float()
+    n_tokens, n_experts = logits.shape
+    scores = torch.sigmoid(logits)
+    biased = scores if expert_bias is None else scores + expert_bias.float()
+    group_scores = biased.view(n_tokens, n_group, n_experts // n_group).topk(2, dim=-1).values.sum(-1)
+    kept_groups = group_scores.topk(topk_group, dim=-1).indices
+    group_keep = torch.zeros_like(group_scores, dtype=torch.bool).scatter_(1, kept_groups, True)
+    expert_keep = group_keep.repeat_interleave(n_experts // n_group, dim=1)
+    topk_idx = biased.masked_fill(~expert_keep, float("-inf")).topk(top_k, dim=-1).indices
+    topk_weight = scores.gather(1, topk_idx)
+    if norm_topk_prob and top_k > 1:
+        topk_weight = topk_weight / (topk_weight.sum(dim=-1, keepdim=True) + _ROUTER_NORM_EPS)
+    return topk_idx, topk_weight * routed_scaling_factor
+
+
+class LLaDA2MoeGate(nn.Module):
+    """Router: weight [E, d] and the selection-only `expert_bias` [E] (a persistent buffer: it is in
+    the checkpoint, but never trained by gradient, §7 item 17)."""
+
+    def __init__(self, config: LLaDA2MoeConfig) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(config.num_experts, config.hidden_size))
+        bias = torch.zeros(config.num_experts) if config.moe_router_enable_expert_bias else None
+        self.register_buffer("expert_bias", bias, persistent=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Router logits [N, E] in fp32 (router_dtype fp32, §6.2)."""
+        return F.linear(x.float(), self.weight.float())
+
+
+class LLaDA2MoeSparseMoeBlock(nn.Module):
+    """Routed experts + one shared expert (§6.2). Sub-module names give the §6.3 per-expert keys."""
+
+    def __init__(self, config: LLaDA2MoeConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.gate = LLaDA2MoeGate(config)
+        self.experts = nn.ModuleList(
+            LLaDA2MoeMLP(config.hidden_size, config.moe_intermediate_size) for _ in range(config.num_experts))
+        self.shared_experts = (
+            LLaDA2MoeMLP(config.hidden_size, config.moe_intermediate_size * config.num_shared_experts)
+            if config.num_shared_experts > 0 else None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        flat = x.reshape(-1, shape[-1])
+        cfg = self.config
+        topk_idx, topk_weight = route_tokens(
+            self.gate(flat), self.gate.expert_bias, top_k=cfg.num_experts_per_tok, n_group=cfg.n_group,
+            topk_group=cfg.topk_group, routed_scaling_factor=cfg.routed_scaling_factor,
+            norm_topk_prob=cfg.norm_topk_prob)
+        out = self._dispatch(flat, topk_idx, topk_weight).view(shape)
+        if self.shared_experts is not None:
+            out = out + self.shared_experts(x)
+        return out
+
+    def _dispatch(self, flat: torch.Tensor, topk_idx: torch.Tensor, topk_weight: torch.Tensor) -> torch.Tensor:
+        """Run each expert once on the tokens routed to it; weighted sum accumulated in fp32.
+
+        A plain loop over the experts that received tokens: simple and exact, fine at tiny sizes.
+        """
+        top_k = topk_idx.shape[1]
+        flat_expert = topk_idx.reshape(-1)
+        order = torch.argsort(flat_expert, stable=True)
+        token_of = order // top_k  # slot j of the flattened [N, k] belongs to token j // k
+        weight_of = topk_weight.reshape(-1)[order]
+        counts = torch.bincount(flat_expert, minlength=len(self.experts)).tolist()
+        out = torch.zeros(flat.shape, dtype=torch.float32, device=flat.device)
+        start = 0
+        for expert_idx, count in enumerate(counts):
+            if count == 0:
+                continue
+            tokens = token_of[start:start + count]
+            y = self.experts[expert_idx](flat.index_select(0, tokens))
+            out.index_add_(0, tokens, y.float() * weight_of[start:start + count, None])
+            start += count
+        return out.to(flat.dtype)
+
+
+class LLaDA2MoeDecoderLayer(nn.Module):
+    """Pre-norm block: h += Attn(norm(h)); h += FFN(norm(h)) (§6.2)."""
+
+    def __init__(self, config: LLaDA2MoeConfig, layer_idx: int) -> None:
+        super().__init__()
+        self.input_layernorm = LLaDA2MoeRMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.attention = LLaDA2MoeAttention(config)
+        self.post_attention_layernorm = LLaDA2MoeRMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.mlp: nn.Module = (LLaDA2MoeSparseMoeBlock(config) if config.is_moe_layer(layer_idx)
+                               else LLaDA2MoeMLP(config.hidden_size, config.intermediate_size))
+
+    def forward(self, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor,
+                past: tuple[torch.Tensor, torch.Tensor] | None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        attn, k, v = self.attention(self.input_layernorm(h), cos, sin, mask, past)
+        h = h + attn
+        h = h + self.mlp(self.post_attention_layernorm(h))
+        return h, k, v
+
+
+class LLaDA2MoeModel(nn.Module):
+    """Embeddings + decoder layers + final norm (the `model.` prefix of §6.3)."""
+
+    def __init__(self, config: LLaDA2MoeConfig) -> None:
+        super().__init__()
+        # padding_idx freezes the PAD/EOS row's gradient (§7 item 17).
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size,
+                                            padding_idx=config.pad_token_id)
+        self.layers = nn.ModuleList(LLaDA2MoeDecoderLayer(config, i) for i in range(config.num_hidden_layers))
+        self.norm = LLaDA2MoeRMSNorm(config.hidden_size, config.rms_norm_eps)
+
+
+# ====================================================================== the model
+class LLaDA2MoeForDiffusionLM(nn.Module):
+    """LLaDA2-MoE with an untied LM head: logits at every position (same-position prediction)."""
+
+    def __init__(self, config: LLaDA2MoeConfig) -> None:
+        super().__init__()
+        config.validate()
+        self._config = config
+        self.model = LLaDA2MoeModel(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.init_weights()
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def config(self) -> LLaDA2MoeConfig:
+        return self._config
+
+    @property
+    def mask_token_id(self) -> int:
+        return self._config.mask_token_id
+
+    @property
+    def eos_token_id(self) -> int:
+        return self._config.eos_token_id
+
+    @property
+    def pad_token_id(self) -> int:
+        return self._config.pad_token_id
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.lm_head.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.lm_head.weight.device
+
+    # ------------------------------------------------------------------ init
+    @torch.no_grad()
+    def init_weights(self, seed: int | None = None) -> None:
+        """Fresh weights: linear / embedding / router ~ N(0, initializer_range), biases and
+        expert_bias 0, norms 1, the PAD embedding row 0 (HF convention).
+
+        Uses the global torch RNG (deterministic under `torch.manual_seed`) unless `seed` is given.
+        A no-op on the meta device, so construction there stays cheap.
+        """
+        if self.device.type == "meta":
+            return
+        generator = None
+        if seed is not None:
+            generator = torch.Generator(device=self.device).manual_seed(seed)
+        std = self._config.initializer_range
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                module.weight.normal_(0.0, std, generator=generator)
+                if module.bias is not None:
+                    module.bias.zero_()
+            elif isinstance(module, nn.Embedding):
+                module.weight.normal_(0.0, std, generator=generator)
+                if module.padding_idx is not None:
+                    module.weight[module.padding_idx].zero_()
+            elif isinstance(module, LLaDA2MoeGate):
+                module.weight.normal_(0.0, std, generator=generator)
+                if module.expert_bias is not None:
+                    module.expert_bias.zero_()
+            elif isinstance(module, LLaDA2MoeRMSNorm):
+                module.weight.fill_(1.0)
+
+    # ------------------------------------------------------------------ forward
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """E[ids] with no scaling (§6.2): Long[b, L] -> [b, L, d]."""
+        return self.model.word_embeddings(input_ids)
+
+    def new_kv_cache(self) -> KVCache:
+        return KVCache(self._config.num_hidden_layers)
+
+    def forward(self, input_ids: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None, *,
+                position_ids: torch.Tensor, attention_mask: torch.Tensor, kv_cache: KVCache | None = None,
+                cache_commit_length: int = 0) -> torch.Tensor:
+        """Logits [b, L, vocab] (model dtype) for L new tokens.
+
+        attention_mask: Bool, True = may attend, [L, L] (shared by the batch) or [b, 1, L, L],
+        covering new x new tokens only. With `kv_cache`, every new query also attends to every
+        cached position (a committed prefix, §3.1). A query row with nothing to attend is NaN:
+        the mask builder must never produce one.
+        cache_commit_length = n appends the K/V of the first n new tokens of every layer to
+        `kv_cache` after the forward (prefill: n = L; cross-block commit: n = B).
+        """
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("forward: pass exactly one of input_ids and inputs_embeds")
+        if input_ids is not None:
+            if input_ids.dim() != 2:
+                raise ValueError(f"forward: input_ids must be [b, L], got {tuple(input_ids.shape)}")
+            hidden = self.embed(input_ids)
+        else:
+            assert inputs_embeds is not None
+            if inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != self._config.hidden_size:
+                raise ValueError(f"forward: inputs_embeds must be [b, L, {self._config.hidden_size}], "
+                                 f"got {tuple(inputs_embeds.shape)}")
+            hidden = inputs_embeds.to(self.dtype)
+        batch, length, _ = hidden.shape
+        past = 0 if kv_cache is None else kv_cache.length
+        if not 0 <= cache_commit_length <= length:
+            raise ValueError(f"forward: cache_commit_length must be in [0, {length}], got {cache_commit_length}")
+        if cache_commit_length and kv_cache is None:
+            raise ValueError("forward: cache_commit_length > 0 needs a kv_cache")
+        if kv_cache is not None and kv_cache.num_layers != self._config.num_hidden_layers:
+            raise ValueError(f"forward: kv_cache has {kv_cache.num_layers} layers, "
+                             f"the model {self._config.num_hidden_layers}")
+        if past:
+            cached_batch = kv_cache.keys[0].shape[0]  # type: ignore[union-attr]
+            if cached_batch != batch:
+                raise ValueError(f"forward: kv_cache batch {cached_batch} != input batch {batch}")
+
+        positions = self._check_positions(position_ids, batch, length, hidden.device)
+        mask = self._full_mask(attention_mask, batch, length, past, hidden.device)
+        cos, sin = rotary_cos_sin(positions, self._config.rotary_dim, self._config.rope_theta, hidden.dtype)
+
+        commits: list[tuple[torch.Tensor, torch.Tensor]] = []
+        for layer_idx, layer in enumerate(self.model.layers):
+            layer_past = None if kv_cache is None else kv_cache.get(layer_idx)
+            hidden, k, v = layer(hidden, cos, sin, mask, layer_past)
+            if cache_commit_length:
+                commits.append((k[:, :, :cache_commit_length], v[:, :, :cache_commit_length]))
+        # Commit only after every layer ran, so a failing forward leaves the cache untouched.
+        for layer_idx, (k, v) in enumerate(commits):
+            kv_cache.append(layer_idx, k, v)  # type: ignore[union-attr]
+        return self.lm_head(self.model.norm(hidden))
+
+    @staticmethod
+    def _check_positions(position_ids: torch.Tensor, batch: int, length: int,
+                         device: torch.device) -> torch.Tensor:
+        if position_ids.dim() == 1:
+            position_ids = position_ids[None]
+        if position_ids.dim() != 2 or position_ids.shape[1] != length or position_ids.shape[0] not in (1, batch):
+            raise ValueError(f"forward: position_ids must be [{length}] or [{batch}, {length}], "
+                             f"got {tuple(position_ids.shape)}")
+        if position_ids.is_floating_point():
+            raise ValueError("forward: position_ids must be integers")
+        return position_ids.to(device)
+
+    @staticmethod
+    def _full_mask(attention_mask: torch.Tensor, batch: int, length: int, past: int,
+                   device: torch.device) -> torch.Tensor:
+        """[b|1, 1, L, past + L] boolean mask: all cached columns open, then the caller's new x new."""
+        if attention_mask.dtype != torch.bool:
+            raise ValueError(f"forward: attention_mask must be boolean (True = attend), got {attention_mask.dtype}")
+        if attention_mask.dim() == 2:
+            attention_mask = attention_mask[None, None]
+        if attention_mask.dim() != 4 or attention_mask.shape[1] != 1 or \
+                attention_mask.shape[0] not in (1, batch) or tuple(attention_mask.shape[2:]) != (length, length):
+            raise ValueError(f"forward: attention_mask must be [{length}, {length}] or "
+                             f"[{batch}, 1, {length}, {length}], got {tuple(attention_mask.shape)}")
+        attention_mask = attention_mask.to(device)
+        if past:
+            prefix = torch.ones(attention_mask.shape[0], 1, length, past, dtype=torch.bool, device=device)
+            attention_mask = torch.cat([prefix, attention_mask], dim=-1)
+        return attention_mask
+
+    # ------------------------------------------------------------------ save / load
+    def save_pretrained(self, directory: str | os.PathLike[str]) -> Path:
+        """Write `config.json` + `model.safetensors` to `directory`, atomically.
+
+        Everything is written into a temp dir beside the target, which then replaces it by rename,
+        so a crash never leaves a half-written model. Other files already in an existing target (a
+        tokenizer saved beside the model) are carried over by hard link (copy as a fallback).
+        """
+        target = Path(directory).absolute()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists() and not target.is_dir():
+            raise FileExistsError(f"save_pretrained: {target} exists and is not a directory")
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        backup: Path | None = None
+        try:
+            self._config.save(tmp)
+            tensors = {name: t.detach().contiguous().cpu() for name, t in self.state_dict().items()}
+            save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
+            if target.exists():
+                for entry in target.iterdir():
+                    if not _is_model_file(entry.name):
+                        _link_or_copy(entry, tmp / entry.name)
+                backup = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+                backup.rmdir()
+                os.rename(target, backup)
+            os.rename(tmp, target)
+        except BaseException:
+            if backup is not None and backup.exists() and not target.exists():
+                os.rename(backup, target)  # put the previous model back
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        if backup is not None:
+            shutil.rmtree(backup, ignore_errors=True)
+        return target
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike[str], dtype: torch.dtype | None = None,
+                        device: str | torch.device = "cpu") -> LLaDA2MoeForDiffusionLM:
+        """Load an HF-layout checkpoint directory (single or sharded safetensors; per-expert or the
+        dFactory merged-expert layout of §6.3). Never unpickles.
+
+        dtype=None keeps the checkpoint's dtype (that of `model.word_embeddings.weight`); every
+        floating tensor is cast to one dtype so the forward never mixes precisions.
+        """
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise FileNotFoundError(f"from_pretrained: no model directory at {directory}")
+        config = LLaDA2MoeConfig.from_json_file(directory / CONFIG_NAME)
+        tensors = _split_merged_experts(load_safetensors_dir(directory), config)
+        with torch.device("meta"):
+            model = cls(config)
+        _check_state_names_and_shapes(tensors, model.state_dict(), directory)
+        if dtype is None:
+            dtype = tensors["model.word_embeddings.weight"].dtype
+        state = {name: t.to(device=device, dtype=dtype if t.is_floating_point() else t.dtype)
+                 for name, t in tensors.items()}
+        del tensors
+        model.load_state_dict(state, strict=True, assign=True)
+        return model.eval()
+
+
+# ====================================================================== checkpoint helpers
+def _is_model_file(name: str) -> bool:
+    return name in (CONFIG_NAME, WEIGHTS_NAME, WEIGHTS_INDEX_NAME) or (
+        name.startswith("model-") and name.endswith(".safetensors"))
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    if src.is_dir() and not src.is_symlink():
+        shutil.copytree(src, dst, symlinks=True, copy_function=_link_or_copy_file)
+    else:
+        _link_or_copy_file(str(src), str(dst))
+
+
+def _link_or_copy_file(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst, follow_symlinks=False)
+    except OSError:
+        shutil.copy2(src, dst, follow_symlinks=False)
+
+
+def _read_safetensors_file(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise FileNotFoundError(f"from_pretrained: missing weights file {path}")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            return {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # safetensors raises its own error type for bad headers / truncation
+        raise ValueError(f"from_pretrained: cannot read {path} as safetensors (truncated or corrupt?): "
+                         f"{type(err).__name__}: {err}") from err
+
+
+def load_safetensors_dir(directory: Path) -> dict[str, torch.Tensor]:
+    """All tensors of `model.safetensors`, or of the shards named by `model.safetensors.index.json`."""
+    single, index = directory / WEIGHTS_NAME, directory / WEIGHTS_INDEX_NAME
+    if single.is_file():
+        return _read_safetensors_file(single)
+    if not index.is_file():
+        raise FileNotFoundError(f"from_pretrained: {directory} has neither {WEIGHTS_NAME} nor {WEIGHTS_INDEX_NAME}")
+    try:
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ValueError(f"from_pretrained: {index} is not a valid safetensors index: {err}") from err
+    tensors: dict[str, torch.Tensor] = {}
+    for shard in sorted(set(weight_map.values())):
+        for name, tensor in _read_safetensors_file(directory / shard).items():
+            if weight_map.get(name) == shard:
+                tensors[name] = tensor
+    absent = sorted(set(weight_map) - set(tensors))
+    if absent:
+        raise ValueError(f"from_pretrained: tensors listed in {index.name} are absent from their shard: "
+                         f"{_preview(absent)}")
+    return tensors
+
+
+def _split_merged_experts(tensors: dict[str, torch.Tensor], config: LLaDA2MoeConfig) -> dict[str, torch.Tensor]:
+    """Turn dFactory's stacked `mlp.experts.{gate,up,down}_proj` [E, out, in] into per-expert
+    `mlp.experts.{e}.{proj}.weight` (§6.3 last line). Per-expert checkpoints pass through."""
+    out: dict[str, torch.Tensor] = {}
+    for name, tensor in tensors.items():
+        prefix, _, proj = name.rpartition(".")
+        if proj in _EXPERT_PROJS and prefix.endswith(".mlp.experts"):
+            if tensor.dim() != 3 or tensor.shape[0] != config.num_experts:
+                raise ValueError(f"from_pretrained: merged expert tensor {name} has shape {tuple(tensor.shape)}, "
+                                 f"expected [{config.num_experts}, out, in]")
+            for e in range(tensor.shape[0]):
+                # clone: separate storage per parameter (safetensors refuses to save shared storage).
+                out[f"{prefix}.{e}.{proj}.weight"] = tensor[e].clone()
+        else:
+            out[name] = tensor
+    return out
+
+
+def _preview(names: list[str], limit: int = 8) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
+
+
+def _check_state_names_and_shapes(tensors: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor],
+                                  directory: Path) -> None:
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    wrong = [f"{name}: checkpoint {tuple(tensors[name].shape)} vs model {tuple(expected[name].shape)}"
+             for name in sorted(set(expected) & set(tensors))
+             if tuple(tensors[name].shape) != tuple(expected[name].shape)]
+    problems = []
+    if missing:
+        problems.append(f"missing tensors ({len(missing)}): {_preview(missing)}")
+    if unexpected:
+        problems.append(f"unexpected tensors ({len(unexpected)}): {_preview(unexpected)}")
+    if wrong:
+        problems.append(f"shape mismatches ({len(wrong)}): {_preview(wrong)}")
+    if problems:
+        raise ValueError(f"from_pretrained: checkpoint in {directory} does not match its config.json: "
+                         + "; ".join(problems))

@@ -1,0 +1,95 @@
+"""Resumable training checkpoints, stored without pickle.
+
+A checkpoint is a directory `step-NNNNNNN/` holding the model (`save_pretrained`: config.json +
+model.safetensors), the optimiser tensors (`optimizer.safetensors`) and `trainer_state.json` (step,
+param-group settings, loss history). Directories are written under a temporary name and renamed, so
+a crash never leaves a checkpoint that looks complete but is not.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from dmax_core.errors import DataError
+
+STATE_FILE = "trainer_state.json"
+OPTIMIZER_FILE = "optimizer.safetensors"
+
+
+def _optimizer_to_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    state_dict = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for index, param_state in state_dict["state"].items():
+        for key, value in param_state.items():
+            if torch.is_tensor(value):
+                tensors[f"{index}/{key}"] = value.detach().cpu().contiguous()
+            else:
+                scalars.setdefault(str(index), {})[key] = value
+    return tensors, {"param_groups": state_dict["param_groups"], "scalars": scalars}
+
+
+def _optimizer_from_tensors(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for name, tensor in tensors.items():
+        index, key = name.split("/", 1)
+        state.setdefault(int(index), {})[key] = tensor
+    for index, values in meta["scalars"].items():
+        state.setdefault(int(index), {}).update(values)
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def save_checkpoint(
+    root: Path, step: int, model, optimizer: torch.optim.Optimizer, extra: dict[str, Any], keep: int = 2
+) -> Path:
+    """Write `root/step-{step}` atomically and keep only the newest `keep` checkpoints."""
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step-{step:07d}"
+    staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
+    try:
+        model.save_pretrained(staging / "model")
+        tensors, meta = _optimizer_to_tensors(optimizer)
+        save_file(tensors, str(staging / OPTIMIZER_FILE))
+        (staging / STATE_FILE).write_text(json.dumps({"step": step, "optimizer": meta, **extra}))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    for old in sorted(root.glob("step-*"))[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(root: Path) -> Path | None:
+    """Newest complete checkpoint under `root`, or None."""
+    if not root.is_dir():
+        return None
+    complete = [p for p in sorted(root.glob("step-*")) if (p / STATE_FILE).is_file()]
+    return complete[-1] if complete else None
+
+
+def load_checkpoint(path: Path, model, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """Restore model weights and optimiser state in place; return the trainer state dict."""
+    try:
+        state = json.loads((path / STATE_FILE).read_text())
+        weights = load_file(str(path / "model" / "model.safetensors"))
+        optim_tensors = load_file(str(path / OPTIMIZER_FILE))
+    except (OSError, ValueError, json.JSONDecodeError) as exc:
+        raise DataError(f"cannot resume from checkpoint {path}: {exc}") from exc
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    if missing or unexpected:
+        raise DataError(
+            f"checkpoint {path} does not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
+    optimizer.load_state_dict(_optimizer_from_tensors(optim_tensors, state["optimizer"]))
+    return state

@@ -1,0 +1,148 @@
+"""The one training loop of dmax: AdamW, warmup + cosine, clipping, checkpoints, resume, progress.
+
+It runs both objectives (`sft`: plain block-diffusion masking; `oput`: on-policy rollout for the
+flagged rows, spec §2.2) on the same [noisy; clean] layout. `accelerate` owns device placement,
+backward and gradient clipping so the same loop scales to several processes; each process takes
+its share of every global batch. Batches and noise are pure functions of (seed, step), so a resumed
+run sees exactly the batches an uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+
+from dmax_core.config import TrainConfig
+from dmax_core.diffusion import add_noise, sample_mask_ratios, training_attention_mask, training_position_ids
+from dmax_core.metric_logger import MetricLogger, NullLogger
+from dmax_core.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from dmax_core.training.data import ConversationTensors
+from dmax_core.training.objectives import on_policy_rollout, training_loss
+from dmax_core.training.schedule import learning_rate_at
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    final_loss: float
+    seconds: float
+    resumed_from: int = 0
+    loss_history: list[tuple[int, float]] = field(default_factory=list)
+
+
+def total_steps_for(cfg: TrainConfig, num_examples: int) -> int:
+    """`steps` if given, else epochs x floor(N / batch) (spec §2.3: steps per epoch = floor(N / 8))."""
+    if cfg.steps is not None:
+        return cfg.steps
+    assert cfg.epochs is not None
+    return max(1, math.floor(num_examples / cfg.batch_size * cfg.epochs))
+
+
+def batch_indices(step: int, num_examples: int, batch_size: int, seed: int) -> torch.Tensor:
+    """Indices of the global batch for `step`: a fresh shuffle each epoch, deterministic in (seed, step)."""
+    steps_per_epoch = max(1, num_examples // batch_size)
+    epoch, within = divmod(step, steps_per_epoch)
+    order = torch.randperm(num_examples, generator=torch.Generator().manual_seed(seed + 7919 * epoch))
+    if num_examples < batch_size:  # tiny datasets: sample with wrap-around
+        order = order.repeat(math.ceil(batch_size / num_examples))
+        return order[:batch_size]
+    return order[within * batch_size : (within + 1) * batch_size]
+
+
+def train_model(
+    model: torch.nn.Module,
+    data: ConversationTensors,
+    cfg: TrainConfig,
+    *,
+    block_length: int,
+    mask_id: int,
+    checkpoint_dir: Path | None = None,
+    logger: MetricLogger | None = None,
+    description: str = "train",
+    metric_prefix: str = "train",
+) -> TrainResult:
+    """Train `model` in place on `data` with `cfg.objective`; resume from `checkpoint_dir` if it holds one."""
+    logger = logger or NullLogger()
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    total_steps = total_steps_for(cfg, len(data))
+    seq_len = data.clean_ids.shape[1]
+    device = accelerator.device
+    attention_mask = training_attention_mask(seq_len, block_length, device=device)
+    position_ids = training_position_ids(seq_len, device=device)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay
+    )
+    start_step, history = 0, []
+    if checkpoint_dir is not None and (found := latest_checkpoint(checkpoint_dir)) is not None:
+        state = load_checkpoint(found, model, optimizer)
+        start_step, history = int(state["step"]), [tuple(x) for x in state.get("loss_history", [])]
+    model, optimizer = accelerator.prepare(model, optimizer)
+    model.train()
+
+    rank, world = accelerator.process_index, accelerator.num_processes
+    started = time.perf_counter()
+    window: list[float] = []
+    loss_value = float("nan")
+    bar = tqdm(
+        range(start_step, total_steps),
+        initial=start_step,
+        total=total_steps,
+        desc=description,
+        disable=not accelerator.is_main_process,
+        dynamic_ncols=True,
+    )
+    for step in bar:
+        lr = learning_rate_at(step, total_steps, cfg.lr, cfg.min_lr, cfg.warmup_ratio)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        index = batch_indices(step, len(data), cfg.batch_size, cfg.seed)[rank::world]
+        batch = data.select(index)
+        noise_rng = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+        ratios = sample_mask_ratios(len(index), cfg.noise_low, cfg.noise_high, noise_rng)
+        noisy = add_noise(batch.clean_ids, batch.prompt_lengths, ratios, mask_id, noise_rng).to(device)
+        clean, labels = batch.clean_ids.to(device), batch.labels.to(device)
+        if cfg.objective == "oput":
+            noisy = on_policy_rollout(
+                model, noisy, clean, batch.flags.to(device), mask_id, position_ids, attention_mask
+            )
+        loss = training_loss(model, noisy, clean, labels, position_ids, attention_mask)
+        accelerator.backward(loss)
+        grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+        loss_value = float(accelerator.reduce(loss.detach(), reduction="mean"))
+        window.append(loss_value)
+        bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}")
+        if (step + 1) % cfg.log_every == 0 or step + 1 == total_steps:
+            mean_loss = sum(window) / len(window)
+            history.append((step + 1, mean_loss))
+            window.clear()
+            if accelerator.is_main_process:
+                logger.log_metrics(
+                    {f"{metric_prefix}/loss": mean_loss, f"{metric_prefix}/lr": lr,
+                     f"{metric_prefix}/grad_norm": float(grad_norm)},
+                    step=step + 1,
+                )
+        if checkpoint_dir is not None and cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0:
+            accelerator.wait_for_everyone()
+            if accelerator.is_main_process:
+                save_checkpoint(
+                    checkpoint_dir, step + 1, accelerator.unwrap_model(model), optimizer,
+                    {"total_steps": total_steps, "loss_history": history},
+                )
+    bar.close()
+    model.eval()
+    return TrainResult(
+        steps=total_steps,
+        final_loss=history[-1][1] if history else loss_value,
+        seconds=time.perf_counter() - started,
+        resumed_from=start_step,
+        loss_history=history,
+    )

@@ -1,0 +1,196 @@
+"""Toy models that implement the dmax model interface (docs/interfaces.md) for decoding tests.
+
+Each toy has a fixed, hand-predictable rule so that tests can check the decoding frame and the
+policies against numbers worked out by hand. They record every forward they receive (input kind,
+positions, mask, commit length) so tests can also check *what* the frame fed them. They are test
+fixtures only: nothing in dmax_core may import them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+import torch
+from torch import Tensor, nn
+
+from dmax_core.models.kv_cache import KVCache
+
+VOCAB = 16
+MASK_ID = 15
+EOS_ID = 14
+
+
+@dataclass
+class Call:
+    """One forward as the toy received it."""
+
+    kind: str  # "ids" or "embeds"
+    positions: list[int]
+    attention_mask: Tensor
+    cache_length_before: int | None  # None when no cache was passed
+    cache_commit_length: int
+    input_ids: Tensor | None
+    inputs_embeds: Tensor | None
+
+
+class ToyModel(nn.Module):
+    """Base class: an embedding table, special ids, call recording and the cache bookkeeping."""
+
+    def __init__(self, hidden: int = 8, seed: int = 0) -> None:
+        super().__init__()
+        gen = torch.Generator().manual_seed(seed)
+        self.word_embeddings = nn.Embedding(VOCAB, hidden)
+        with torch.no_grad():
+            self.word_embeddings.weight.copy_(torch.randn(VOCAB, hidden, generator=gen))
+        self.config = SimpleNamespace(num_hidden_layers=1, vocab_size=VOCAB)
+        self.calls: list[Call] = []
+
+    @property
+    def mask_token_id(self) -> int:
+        return MASK_ID
+
+    @property
+    def eos_token_id(self) -> int:
+        return EOS_ID
+
+    def embed(self, input_ids: Tensor) -> Tensor:
+        return self.word_embeddings(input_ids)
+
+    def forward(
+        self,
+        input_ids: Tensor | None = None,
+        inputs_embeds: Tensor | None = None,
+        *,
+        position_ids: Tensor,
+        attention_mask: Tensor,
+        kv_cache: KVCache | None = None,
+        cache_commit_length: int = 0,
+    ) -> Tensor:
+        assert (input_ids is None) != (inputs_embeds is None), "exactly one of ids / embeds"
+        positions = position_ids.reshape(-1)
+        length = positions.numel()
+        assert attention_mask.shape == (length, length)
+        self.calls.append(
+            Call(
+                kind="ids" if input_ids is not None else "embeds",
+                positions=positions.tolist(),
+                attention_mask=attention_mask.clone(),
+                cache_length_before=None if kv_cache is None else kv_cache.length,
+                cache_commit_length=cache_commit_length,
+                input_ids=None if input_ids is None else input_ids[0].clone(),
+                inputs_embeds=None if inputs_embeds is None else inputs_embeds[0].clone(),
+            )
+        )
+        hidden = self.embed(input_ids) if inputs_embeds is None else inputs_embeds
+        logits = self.compute_logits(hidden[0], positions, attention_mask, kv_cache)
+        if kv_cache is not None and cache_commit_length:
+            self.commit(hidden[0], positions, kv_cache, cache_commit_length)
+        return logits[None]
+
+    def compute_logits(
+        self, hidden: Tensor, positions: Tensor, attention_mask: Tensor, kv_cache: KVCache | None
+    ) -> Tensor:
+        raise NotImplementedError
+
+    def commit(self, hidden: Tensor, positions: Tensor, kv_cache: KVCache, n: int) -> None:
+        """Context-free toys store placeholders so that `kv_cache.length` is right."""
+        kv_cache.append(0, torch.zeros(1, 1, n, 1), torch.zeros(1, 1, n, 1))
+
+
+def target_token(position: int) -> int:
+    """The confident toy's answer at an absolute position: never MASK or EOS."""
+    return 1 + position % 12
+
+
+class ConfidentModel(ToyModel):
+    """Always confident (p ~ 1 - 4e-8): position j predicts `target_token(j)` regardless of input.
+
+    `eos_from`: every absolute position >= eos_from predicts EOS. `eos_at`: only these positions
+    predict EOS (to put non-EOS tokens after an EOS inside one block).
+    """
+
+    def __init__(self, eos_from: int | None = None, eos_at: tuple[int, ...] = ()) -> None:
+        super().__init__()
+        self.eos_from = eos_from
+        self.eos_at = set(eos_at)
+
+    def compute_logits(self, hidden, positions, attention_mask, kv_cache):
+        logits = torch.zeros(positions.numel(), VOCAB)
+        for row, pos in enumerate(positions.tolist()):
+            eos = pos in self.eos_at or (self.eos_from is not None and pos >= self.eos_from)
+            logits[row, EOS_ID if eos else target_token(pos)] = 20.0
+        return logits
+
+
+def logits_for(tokens: list[int], probs: list[float]) -> Tensor:
+    """Logits whose softmax gives exactly `probs[j]` to `tokens[j]`, the rest spread evenly."""
+    rows = []
+    for token, p in zip(tokens, probs, strict=True):
+        row = torch.full((VOCAB,), (1.0 - p) / (VOCAB - 1), dtype=torch.float64)
+        row[token] = p
+        rows.append(row.log())
+    return torch.stack(rows).float()
+
+
+class ScriptedModel(ToyModel):
+    """Returns scripted (tokens, probs) for the last B rows of each decoding forward, in order.
+
+    A prefill forward (it commits every position it is fed) gets flat logits and uses no script
+    entry. Running out of script is a test failure.
+    """
+
+    def __init__(self, block_length: int, script: list[tuple[list[int], list[float]]]) -> None:
+        super().__init__()
+        self.block_length = block_length
+        self.script = list(script)
+        self.used = 0
+
+    def compute_logits(self, hidden, positions, attention_mask, kv_cache):
+        length = positions.numel()
+        logits = torch.zeros(length, VOCAB)
+        if self.calls[-1].cache_commit_length == length:
+            return logits  # prefill
+        assert self.used < len(self.script), "the decoder ran more forwards than scripted"
+        tokens, probs = self.script[self.used]
+        self.used += 1
+        logits[length - self.block_length :] = logits_for(tokens, probs)
+        return logits
+
+
+class AttentionModel(ToyModel):
+    """A one-layer, one-head transformer with a real KV cache, for cache-equivalence tests.
+
+    Its logits depend on every position it may attend, so any mistake in what the frame caches,
+    feeds or masks changes the tokens. The mask rule is the interface's: cached keys are always
+    visible, `attention_mask` covers new x new.
+    """
+
+    def __init__(self, hidden: int = 16, seed: int = 0, scale: float = 4.0) -> None:
+        super().__init__(hidden=hidden, seed=seed)
+        gen = torch.Generator().manual_seed(seed + 1)
+        self.wq, self.wk, self.wv, self.wo = (torch.randn(hidden, hidden, generator=gen) / hidden**0.5 for _ in range(4))
+        self.position_table = torch.randn(256, hidden, generator=gen)
+        self.unembed = torch.randn(hidden, VOCAB, generator=gen) * scale / hidden**0.5
+
+    def _keys_values(self, hidden: Tensor, positions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        h = hidden + self.position_table[positions]
+        return h, h @ self.wk, h @ self.wv
+
+    def compute_logits(self, hidden, positions, attention_mask, kv_cache):
+        h, k, v = self._keys_values(hidden.float(), positions)
+        q = h @ self.wq
+        allowed = attention_mask
+        cached = None if kv_cache is None else kv_cache.get(0)
+        if cached is not None:
+            k = torch.cat([cached[0][0, 0], k])
+            v = torch.cat([cached[1][0, 0], v])
+            allowed = torch.cat([torch.ones(len(q), len(cached[0][0, 0]), dtype=torch.bool), allowed], dim=1)
+        scores = (q @ k.T / math.sqrt(q.shape[-1])).masked_fill(~allowed, float("-inf"))
+        out = torch.softmax(scores, dim=-1) @ v
+        return (h + out @ self.wo) @ self.unembed
+
+    def commit(self, hidden, positions, kv_cache, n):
+        _, k, v = self._keys_values(hidden[:n].float(), positions[:n])
+        kv_cache.append(0, k[None, None], v[None, None])
