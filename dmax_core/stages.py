@@ -293,7 +293,7 @@ def read_metrics(path: Path) -> dict[str, Any]:
         raise DataError(f"metrics file not found: {path} (run `dmax evaluate` first)")
     try:
         metrics = json.loads(path.read_text())
-        metrics["cells"], metrics["headline"]  # noqa: B018 - presence check
+        metrics["cells"], metrics["headline"]
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise DataError(f"metrics file {path} is malformed: {exc}") from exc
     return metrics

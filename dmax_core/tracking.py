@@ -65,7 +65,6 @@ STAGE_PARAM_GROUPS: dict[str, tuple[str, ...]] = {
     "report": ("report",),
 }
 GLOBAL_PARAMS = ("preset", "seed", "block_length", "run_dir", "num_threads")
-CELL_FIELDS = ("accuracy", "tpf_mean", "tps_mean", "tps_total", "nfe_mean", "tokens_mean", "n")
 # Headline cell field -> short metric name on the evaluate and parent runs (what the UI compares).
 HEADLINE_FIELDS = {
     "accuracy": "accuracy",
@@ -170,10 +169,18 @@ class MlflowLogger:
     """
 
     def __init__(
-        self, client: MlflowClient, run_id: str, *, flush_every: int = 500, flush_seconds: float = 5.0
+        self,
+        client: MlflowClient,
+        run_id: str,
+        *,
+        mirror_run_id: str | None = None,
+        flush_every: int = 500,
+        flush_seconds: float = 5.0,
     ) -> None:
         self.client = client
         self.run_id = run_id
+        # Metrics also go to the pipeline's parent run, so runs compare in the UI on one row each.
+        self.mirror_run_id = mirror_run_id
         self.flush_every = flush_every
         self.flush_seconds = flush_seconds
         self._pending: list[Metric] = []
@@ -241,8 +248,10 @@ class MlflowLogger:
 
     def flush(self) -> None:
         pending, self._pending = self._pending, []
-        for chunk in _chunks(pending, _MAX_METRICS_PER_BATCH):
-            self.client.log_batch(self.run_id, metrics=list(chunk))
+        for run_id in (self.run_id, self.mirror_run_id):
+            if run_id:
+                for chunk in _chunks(pending, _MAX_METRICS_PER_BATCH):
+                    self.client.log_batch(run_id, metrics=list(chunk))
         self._last_flush = time.monotonic()
 
 
@@ -424,7 +433,7 @@ def stage_run(
     if parent_run_id:
         tags["mlflow.parentRunId"] = parent_run_id
     run = client.create_run(experiment, run_name=stage, tags=tags)
-    logger = MlflowLogger(client, run.info.run_id)
+    logger = MlflowLogger(client, run.info.run_id, mirror_run_id=parent_run_id)
     try:
         logger.set_tags(environment_tags(cfg))
         if parent_run_id:
@@ -447,31 +456,10 @@ def stage_run(
 # ------------------------------------------------------------------------------------ evaluation
 
 
-def cell_metric_prefix(cell: Mapping[str, Any]) -> str:
-    """`eval/<split>/<model>/<decoder>/t<threshold>`, e.g. `eval/test/dmax/spd/t0.9`."""
-    threshold = cell.get("threshold")
-    threshold_text = f"{float(threshold):g}" if isinstance(threshold, (int, float)) else str(threshold)
-    return metric_name(
-        f"eval/{cell.get('split', 'test')}/{cell['model']}/{cell['decoder']}/t{threshold_text}"
-    )
-
-
 def _finite(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return float(value) if math.isfinite(float(value)) else None
-
-
-def cell_metrics(evaluation: Mapping[str, Any]) -> dict[str, float]:
-    """One metric per numeric field of every cell of metrics.json."""
-    metrics: dict[str, float] = {}
-    for cell in evaluation.get("cells", []):
-        prefix = cell_metric_prefix(cell)
-        for field in CELL_FIELDS:
-            value = _finite(cell.get(field))
-            if value is not None:
-                metrics[f"{prefix}/{field}"] = value
-    return metrics
 
 
 def headline_metrics(evaluation: Mapping[str, Any]) -> dict[str, float]:
@@ -485,9 +473,10 @@ def headline_metrics(evaluation: Mapping[str, Any]) -> dict[str, float]:
             value = _finite(cell.get(field))
             if value is not None:
                 metrics[f"{prefix}{short}"] = value
-    ratio = _finite(headline.get("tpf_ratio"))
-    if ratio is not None:
-        metrics["tpf_ratio"] = ratio
+    for key in ("tpf_ratio", "accuracy_delta_pp"):
+        value = _finite(headline.get(key))
+        if value is not None:
+            metrics[key] = value
     if "valid" in headline:
         metrics["headline_valid"] = 1.0 if headline["valid"] else 0.0
     return metrics
@@ -662,14 +651,10 @@ def record_stage_outputs(
         except (OSError, ValueError) as exc:
             raise FileNotFoundError(f"evaluate wrote no readable {metrics_path}: {exc}") from exc
         _log_dir(logger, eval_dir, "eval")
-        logger.log_metrics(cell_metrics(evaluation))
+        # Per-cell metrics are logged by the stage itself; here only the headline short names.
         headline = headline_metrics(evaluation)
         logger.log_metrics(headline)
         logger.flush()
-        if parent_run_id and headline:
-            parent = MlflowLogger(client, parent_run_id)
-            parent.log_metrics(headline)
-            parent.flush()
         version = _model_version_for(client, cfg, parent_run_id)
         if version is not None:
             decision = promote_if_better(client, cfg, version, headline)
@@ -749,6 +734,13 @@ def tracked_pipeline(
     return outputs
 
 
+def run_tracked(cfg: DmaxConfig, command: str) -> dict[str, Path] | Path:
+    """`dmax <command> --track`: `pipeline` -> `tracked_pipeline`, a stage name -> `run_stage`."""
+    if command == "pipeline":
+        return tracked_pipeline(cfg)
+    return run_stage(cfg, command)
+
+
 def _safe_name(text: str) -> str:
     return re.sub(r"[^\w.\-]", "_", text) or "custom"
 
@@ -760,13 +752,13 @@ __all__ = [
     "Decision",
     "MlflowLogger",
     "beats_champion",
-    "cell_metrics",
     "headline_metrics",
     "pipeline_run",
     "pipeline_stages",
     "promote_if_better",
     "register_candidate",
     "run_stage",
+    "run_tracked",
     "stage_run",
     "tracked_pipeline",
     "tracking_client",

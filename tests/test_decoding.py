@@ -9,12 +9,6 @@ import math
 
 import pytest
 import torch
-
-from dmax_core.decoding.frame import generate
-from dmax_core.decoding.policies import SPDPolicy, ThresholdPolicy, TokenEmbedder, greedy_tokens
-from dmax_core.diffusion import block_causal_mask
-from dmax_core.evaluation.metrics import SampleMetrics, aggregate
-from dmax_core.kernels.soft_embedding import soft_embedding, soft_embedding_topk
 from toy_models import (
     EOS_ID,
     MASK_ID,
@@ -25,6 +19,22 @@ from toy_models import (
     logits_for,
     target_token,
 )
+
+from dmax_core.decoding.frame import generate
+from dmax_core.decoding.policies import SPDPolicy, ThresholdPolicy, TokenEmbedder, greedy_tokens
+from dmax_core.diffusion import block_causal_mask
+from dmax_core.evaluation.metrics import SampleMetrics, aggregate
+from dmax_core.kernels.soft_embedding import soft_embedding, soft_embedding_topk
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny matmuls on a shared 2-core box run ~100x slower with torch's default thread pool."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 
 # ----------------------------------------------------------------------------------------------------
 # Soft embedding (B.4)
@@ -61,7 +71,9 @@ def test_soft_embedding_keeps_dtype_and_topk_generalises() -> None:
     mask = torch.randn(16, generator=gen)
     p = torch.rand(4, generator=gen)
     assert soft_embedding(tok.bfloat16(), mask.bfloat16(), p).dtype == torch.bfloat16
-    torch.testing.assert_close(soft_embedding_topk(tok[:, None], mask, p[:, None]), soft_embedding(tok, mask, p))
+    torch.testing.assert_close(
+        soft_embedding_topk(tok[:, None], mask, p[:, None]), soft_embedding(tok, mask, p)
+    )
     # k = 2 by hand: r = 1 - 0.5 - 0.3 = 0.2.
     two = torch.randn(2, 16, generator=gen)
     m = 0.5 * two[0] + 0.3 * two[1] + 0.2 * mask
@@ -187,7 +199,9 @@ def test_spd_appendix_a_iterations_one_and_two() -> None:
     assert out.block_ids.tolist() == A_TOK2
     assert out.changed.nonzero().flatten().tolist() == [1, 2, 3, 4, 5, 6, 7]
     assert not out.done  # rule (a) fails: 0.55 < 0.9
-    torch.testing.assert_close(out.next_inputs_embeds, _hand_buffer(table, A_TOK2, A_P2), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        out.next_inputs_embeds, _hand_buffer(table, A_TOK2, A_P2), atol=1e-5, rtol=1e-5
+    )
 
 
 def _appendix_a_policy_after_two_steps() -> SPDPolicy:
@@ -252,7 +266,12 @@ def test_spd_prompt_tail_stays_hard_and_inactive() -> None:
     out = policy.step(logits_for([1, 2, 3, 4], [0.1, 0.1, 0.8, 0.3]))
     assert out.block_ids.tolist() == [7, 9, 3, MASK_ID]
     expected = torch.stack(
-        [table[7], table[9], torch.tensor(_hand_soft(table[3].tolist(), table[MASK_ID].tolist(), 0.8)), table[MASK_ID]]
+        [
+            table[7],
+            table[9],
+            torch.tensor(_hand_soft(table[3].tolist(), table[MASK_ID].tolist(), 0.8)),
+            table[MASK_ID],
+        ]
     )
     torch.testing.assert_close(out.next_inputs_embeds, expected, atol=1e-5, rtol=1e-5)
     out = policy.step(logits_for([1, 2, 3, 4], [0.1, 0.1, 0.95, 0.95]))
@@ -277,7 +296,13 @@ def test_nfe_always_confident_with_prefill() -> None:
         assert result.output_ids.tolist() == prompt.tolist() + result.generated_ids.tolist()
         expected_reason = "all_decoded" if policy.name == "threshold" else "high_confidence"
         assert result.block_stop_reasons == [expected_reason] * 4
-        assert [r.input_kind for r in result.trace] == ["prefill", "ids", "ids+commit", "ids+commit", "ids+commit"]
+        assert [r.input_kind for r in result.trace] == [
+            "prefill",
+            "ids",
+            "ids+commit",
+            "ids+commit",
+            "ids+commit",
+        ]
         assert [r.block_index for r in result.trace] == [-1, 2, 3, 4, 5]
         # What the model was fed: prefill [0, 8) committed with the block-causal mask; the first block
         # alone (nothing pending after the prefill); then [finished, new] blocks committing B = 4.
@@ -354,7 +379,9 @@ def test_spd_appendix_a_through_the_frame() -> None:
     # The embeddings fed at iterations 2 and 3 are the hand-computed H buffers.
     h2 = _hand_buffer(embedder_table, [1, 2, None, None, None, None, None, None], A_P1)
     torch.testing.assert_close(model.calls[2].inputs_embeds, h2, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(model.calls[3].inputs_embeds, _hand_buffer(embedder_table, A_TOK2, A_P2), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        model.calls[3].inputs_embeds, _hand_buffer(embedder_table, A_TOK2, A_P2), atol=1e-5, rtol=1e-5
+    )
     assert model.calls[2].cache_length_before == 8 and model.calls[2].cache_commit_length == 0
 
 
@@ -372,10 +399,16 @@ def test_spd_hard_cap() -> None:
 
 def test_trace_off_and_batch_guard() -> None:
     model = ConfidentModel()
-    result = generate(model, torch.arange(6) + 1, ThresholdPolicy(0.9), gen_length=6, block_length=4, record_trace=False)
+    result = generate(
+        model, torch.arange(6) + 1, ThresholdPolicy(0.9), gen_length=6, block_length=4, record_trace=False
+    )
     assert result.trace == [] and result.nfe == 1 + 2
     with pytest.raises(ValueError, match="batch size 1"):
-        generate(model, torch.ones(2, 3, dtype=torch.long), ThresholdPolicy(0.9), gen_length=4, block_length=4)
+        generate(
+            model, torch.ones(2, 3, dtype=torch.long), ThresholdPolicy(0.9), gen_length=4, block_length=4
+        )
+    with pytest.raises(ValueError, match="MASK"):
+        generate(model, torch.tensor([1, MASK_ID]), ThresholdPolicy(0.9), gen_length=4, block_length=4)
     with pytest.raises(ValueError, match="gen_length"):
         generate(model, torch.ones(3, dtype=torch.long), ThresholdPolicy(0.9), gen_length=0, block_length=4)
 
@@ -384,10 +417,19 @@ def test_trace_off_and_batch_guard() -> None:
 # Cache vs no cache (B.5 at the decoder level)
 
 
-def _same_decode(model_factory, prompt: torch.Tensor, policy_factory, gen_length: int, block_length: int) -> None:
-    cached = generate(model_factory(), prompt, policy_factory(), gen_length=gen_length, block_length=block_length)
+def _same_decode(
+    model_factory, prompt: torch.Tensor, policy_factory, gen_length: int, block_length: int
+) -> None:
+    cached = generate(
+        model_factory(), prompt, policy_factory(), gen_length=gen_length, block_length=block_length
+    )
     uncached = generate(
-        model_factory(), prompt, policy_factory(), gen_length=gen_length, block_length=block_length, use_cache=False
+        model_factory(),
+        prompt,
+        policy_factory(),
+        gen_length=gen_length,
+        block_length=block_length,
+        use_cache=False,
     )
     assert torch.equal(cached.raw_ids, uncached.raw_ids)
     assert cached.nfe == uncached.nfe
@@ -415,18 +457,41 @@ def test_cache_matches_no_cache_on_tiny_llada2(policy_factory) -> None:
     from dmax_core.models.modeling import LLaDA2MoeForDiffusionLM
 
     config = LLaDA2MoeConfig(
-        vocab_size=64, hidden_size=32, intermediate_size=64, moe_intermediate_size=16, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, head_dim=8, first_k_dense_replace=1, num_experts=4,
-        num_experts_per_tok=2, num_shared_experts=1, n_group=2, topk_group=1, max_position_embeddings=128,
-        mask_token_id=63, eos_token_id=62, pad_token_id=62,
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        moe_intermediate_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        first_k_dense_replace=1,
+        num_experts=4,
+        num_experts_per_tok=2,
+        num_shared_experts=1,
+        n_group=2,
+        topk_group=1,
+        max_position_embeddings=128,
+        mask_token_id=63,
+        eos_token_id=62,
+        pad_token_id=62,
     )
 
     def factory() -> LLaDA2MoeForDiffusionLM:
         torch.manual_seed(0)
-        return LLaDA2MoeForDiffusionLM(config).eval()
+        model = LLaDA2MoeForDiffusionLM(config).eval()
+        # The default init (std 0.02) gives near-uniform logits and one repeated token, which would
+        # make this test blind to context; larger weights make every token depend on the prefix.
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if "norm" not in name:
+                    param.normal_(0.0, 0.3)
+        return model
 
     prompt = torch.tensor([3, 5, 7, 11, 13, 17, 19, 23, 29, 31])
     _same_decode(factory, prompt, policy_factory, gen_length=14, block_length=4)
+    generated = generate(factory(), prompt, policy_factory(), gen_length=14, block_length=4).generated_ids
+    assert len(set(generated.tolist())) > 2  # not a degenerate repeat of one token
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -455,7 +520,9 @@ def test_aggregate_against_hand_numbers() -> None:
 
 
 def test_sample_metrics_from_decode_result() -> None:
-    result = generate(ConfidentModel(), torch.arange(10) + 1, ThresholdPolicy(0.9), gen_length=12, block_length=4)
+    result = generate(
+        ConfidentModel(), torch.arange(10) + 1, ThresholdPolicy(0.9), gen_length=12, block_length=4
+    )
     sample = SampleMetrics.from_result(result, correct=True)
     assert (sample.tokens, sample.nfe) == (14, 5)
     assert sample.seconds == result.seconds > 0

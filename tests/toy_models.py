@@ -160,37 +160,55 @@ class ScriptedModel(ToyModel):
 
 
 class AttentionModel(ToyModel):
-    """A one-layer, one-head transformer with a real KV cache, for cache-equivalence tests.
+    """A two-layer, one-head transformer with a real KV cache, for cache-equivalence tests.
 
-    Its logits depend on every position it may attend, so any mistake in what the frame caches,
-    feeds or masks changes the tokens. The mask rule is the interface's: cached keys are always
-    visible, `attention_mask` covers new x new.
+    Its logits depend on every position it may attend, and the second layer's cached K/V depend on
+    what the first layer attended to, so any mistake in what the frame caches, feeds or masks
+    (including the cross-block commit mask) changes the tokens. The mask rule is the interface's:
+    cached keys are always visible, `attention_mask` covers new x new.
     """
 
-    def __init__(self, hidden: int = 16, seed: int = 0, scale: float = 4.0) -> None:
+    def __init__(self, hidden: int = 16, seed: int = 0, scale: float = 4.0, eos_bias: float = -3.0) -> None:
         super().__init__(hidden=hidden, seed=seed)
+        self.config = SimpleNamespace(num_hidden_layers=2, vocab_size=VOCAB)
+        self.eos_bias = eos_bias  # keeps EOS rare so that decodes span several blocks
         gen = torch.Generator().manual_seed(seed + 1)
-        self.wq, self.wk, self.wv, self.wo = (torch.randn(hidden, hidden, generator=gen) / hidden**0.5 for _ in range(4))
+
+        def weight() -> Tensor:
+            return torch.randn(hidden, hidden, generator=gen) / hidden**0.5
+
+        self.layers = [(weight(), weight(), weight(), weight()) for _ in range(2)]
         self.position_table = torch.randn(256, hidden, generator=gen)
         self.unembed = torch.randn(hidden, VOCAB, generator=gen) * scale / hidden**0.5
 
-    def _keys_values(self, hidden: Tensor, positions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        h = hidden + self.position_table[positions]
-        return h, h @ self.wk, h @ self.wv
+    def _run(
+        self, hidden: Tensor, positions: Tensor, attention_mask: Tensor, kv_cache: KVCache | None
+    ) -> tuple[Tensor, list[tuple[Tensor, Tensor]]]:
+        """Final hidden states and each layer's new K/V."""
+        h = hidden.float() + self.position_table[positions]
+        new_kv = []
+        for layer, (wq, wk, wv, wo) in enumerate(self.layers):
+            q, k, v = h @ wq, h @ wk, h @ wv
+            new_kv.append((k, v))
+            allowed = attention_mask
+            cached = None if kv_cache is None else kv_cache.get(layer)
+            if cached is not None:
+                k = torch.cat([cached[0][0, 0], k])
+                v = torch.cat([cached[1][0, 0], v])
+                visible = torch.ones(len(q), cached[0].shape[2], dtype=torch.bool)
+                allowed = torch.cat([visible, allowed], dim=1)
+            scores = (q @ k.T / math.sqrt(q.shape[-1])).masked_fill(~allowed, float("-inf"))
+            h = h + (torch.softmax(scores, dim=-1) @ v) @ wo
+        return h, new_kv
 
     def compute_logits(self, hidden, positions, attention_mask, kv_cache):
-        h, k, v = self._keys_values(hidden.float(), positions)
-        q = h @ self.wq
-        allowed = attention_mask
-        cached = None if kv_cache is None else kv_cache.get(0)
-        if cached is not None:
-            k = torch.cat([cached[0][0, 0], k])
-            v = torch.cat([cached[1][0, 0], v])
-            allowed = torch.cat([torch.ones(len(q), len(cached[0][0, 0]), dtype=torch.bool), allowed], dim=1)
-        scores = (q @ k.T / math.sqrt(q.shape[-1])).masked_fill(~allowed, float("-inf"))
-        out = torch.softmax(scores, dim=-1) @ v
-        return (h + out @ self.wo) @ self.unembed
+        h, self._last_kv = self._run(hidden, positions, attention_mask, kv_cache)
+        logits = h @ self.unembed
+        logits[:, EOS_ID] += self.eos_bias
+        return logits
 
     def commit(self, hidden, positions, kv_cache, n):
-        _, k, v = self._keys_values(hidden[:n].float(), positions[:n])
-        kv_cache.append(0, k[None, None], v[None, None])
+        # The K/V of the first n new tokens from the forward that just ran (the base class calls
+        # this after `compute_logits`, so the cache was read before it grows).
+        for layer, (k, v) in enumerate(self._last_kv):
+            kv_cache.append(layer, k[None, None, :n], v[None, None, :n])

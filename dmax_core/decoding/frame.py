@@ -148,6 +148,9 @@ def generate(
         prompt_ids = prompt_ids[0]
     if prompt_ids.dim() != 1:
         raise ValueError(f"prompt_ids must be Long[P], got shape {tuple(prompt_ids.shape)}")
+    if bool((prompt_ids == int(model.mask_token_id)).any()):
+        # A MASK in the prompt tail would be decoded as if it were a generated position (§4.1).
+        raise ValueError("prompt_ids must not contain the MASK token")
 
     with torch.inference_mode():
         raw_ids, nfe, reasons, trace = _decode(
@@ -220,9 +223,7 @@ def _decode(
         if want_records:
             emit(StepRecord(-1, 0, INPUT_PREFILL, None, None, [], None))
 
-    # Both masks depend only on the relative block layout, so they are built once.
-    block_mask = block_causal_mask(positions[:block_length], block_length)  # one block: all True (bidirectional)
-    commit_mask = block_causal_mask(positions[: 2 * block_length], block_length)  # finished block cannot see the new one
+    forward = _BlockForward(model, x, positions, block_length, cache, embedder)
     pending = False  # §4.1: false after the prefill, true after every finished block
     for s in range(s0, total_length, block_length):
         e = s + block_length
@@ -236,12 +237,7 @@ def _decode(
                 kind = INPUT_IDS_COMMIT if pending else INPUT_IDS
             else:
                 kind = INPUT_EMBEDS if embeds is not None else INPUT_IDS
-            if cache is not None:
-                logits = _cached_forward(
-                    model, kind, x, block_ids, embeds, positions, s, block_length, cache, block_mask, commit_mask
-                )
-            else:
-                logits = _uncached_forward(model, kind, x, block_ids, embeds, positions, s, block_length, embedder)
+            logits = forward(kind, s, block_ids, embeds)
             nfe += 1
             out = policy.step(logits)
             if want_records:
@@ -277,59 +273,64 @@ def _check_cache_length(cache: KVCache, expected: int) -> None:
         raise RuntimeError(f"KV cache holds {cache.length} positions, expected {expected}")
 
 
-def _cached_forward(
-    model: Any,
-    kind: str,
-    x: Tensor,
-    block_ids: Tensor,
-    embeds: Tensor | None,
-    positions: Tensor,
-    s: int,
-    block_length: int,
-    cache: KVCache,
-    block_mask: Tensor,
-    commit_mask: Tensor,
-) -> Tensor:
-    """One block forward against the prefix cache; returns the block logits [B, V]."""
-    if kind == INPUT_IDS_COMMIT:
-        # §3.1 / §4.2 step 1: [finished block, new block] in one forward; the finished block's K/V
-        # (hard final ids, block-causal) go into the cache, the new block's logits are its step 1.
-        ids = torch.cat([x[s - block_length : s], block_ids])
-        logits = model.forward(
-            input_ids=ids[None],
-            position_ids=positions[s - block_length : s + block_length],
-            attention_mask=commit_mask,
+@dataclass
+class _BlockForward:
+    """Runs one block forward and returns the block logits [B, V]; the only place `model.forward`
+    is called during block decoding (the prefill is in `_decode`)."""
+
+    model: Any
+    x: Tensor  # the whole [T] sequence; committed blocks are final
+    positions: Tensor
+    block_length: int
+    cache: KVCache | None
+    embedder: TokenEmbedder
+
+    def __post_init__(self) -> None:
+        # Both masks depend only on the relative block layout, so they are built once. One block:
+        # all True (bidirectional). Finished + new block: the finished block cannot see the new one.
+        b = self.block_length
+        self.block_mask = block_causal_mask(self.positions[:b], b)
+        self.commit_mask = block_causal_mask(self.positions[: 2 * b], b)
+
+    def __call__(self, kind: str, s: int, block_ids: Tensor, embeds: Tensor | None) -> Tensor:
+        if self.cache is None:
+            return self._uncached(kind, s, block_ids, embeds)
+        b, cache = self.block_length, self.cache
+        if kind == INPUT_IDS_COMMIT:
+            # §3.1 / §4.2 step 1: [finished block, new block] in one forward; the finished block's
+            # K/V (hard final ids, block-causal) go into the cache, the new block's logits are its
+            # step 1.
+            logits = self.model.forward(
+                input_ids=torch.cat([self.x[s - b : s], block_ids])[None],
+                position_ids=self.positions[s - b : s + b],
+                attention_mask=self.commit_mask,
+                kv_cache=cache,
+                cache_commit_length=b,
+            )
+            _check_cache_length(cache, s)
+            return logits[0, b:]
+        inputs = {"inputs_embeds": embeds[None]} if kind == INPUT_EMBEDS else {"input_ids": block_ids[None]}
+        logits = self.model.forward(
+            **inputs,
+            position_ids=self.positions[s : s + b],
+            attention_mask=self.block_mask,
             kv_cache=cache,
-            cache_commit_length=block_length,
+            cache_commit_length=0,  # decoding steps never write the cache (§4.2 step 1)
         )
-        _check_cache_length(cache, s)
-        return logits[0, block_length:]
-    common = dict(position_ids=positions[s : s + block_length], attention_mask=block_mask, kv_cache=cache)
-    if kind == INPUT_EMBEDS:
-        logits = model.forward(inputs_embeds=embeds[None], cache_commit_length=0, **common)
-    else:
-        logits = model.forward(input_ids=block_ids[None], cache_commit_length=0, **common)
-    return logits[0]
+        return logits[0]
 
-
-def _uncached_forward(
-    model: Any,
-    kind: str,
-    x: Tensor,
-    block_ids: Tensor,
-    embeds: Tensor | None,
-    positions: Tensor,
-    s: int,
-    block_length: int,
-    embedder: TokenEmbedder,
-) -> Tensor:
-    """The same block forward recomputing [0, s + B) from scratch (verification mode)."""
-    prefix_positions = positions[: s + block_length]
-    mask = block_causal_mask(prefix_positions, block_length)
-    if kind == INPUT_EMBEDS:
-        inputs = torch.cat([embedder(x[:s]), embeds]) if s > 0 else embeds
-        logits = model.forward(inputs_embeds=inputs[None], position_ids=prefix_positions, attention_mask=mask)
-    else:
-        ids = torch.cat([x[:s], block_ids])
-        logits = model.forward(input_ids=ids[None], position_ids=prefix_positions, attention_mask=mask)
-    return logits[0, s:]
+    def _uncached(self, kind: str, s: int, block_ids: Tensor, embeds: Tensor | None) -> Tensor:
+        """The same block forward recomputing [0, s + B) from scratch (verification mode)."""
+        prefix_positions = self.positions[: s + self.block_length]
+        mask = block_causal_mask(prefix_positions, self.block_length)
+        if kind == INPUT_EMBEDS:
+            inputs = torch.cat([self.embedder(self.x[:s]), embeds]) if s > 0 else embeds
+            logits = self.model.forward(
+                inputs_embeds=inputs[None], position_ids=prefix_positions, attention_mask=mask
+            )
+        else:
+            ids = torch.cat([self.x[:s], block_ids])
+            logits = self.model.forward(
+                input_ids=ids[None], position_ids=prefix_positions, attention_mask=mask
+            )
+        return logits[0, s:]

@@ -260,12 +260,18 @@ class SPDPolicy(BlockPolicy):
         self._ids = new
 
         # §4.2 step 5 (after the update) and step 7.
-        high_confidence = bool(((confidence >= self.confidence_stop) | ~active).all())
-        masks_left = bool(((new == mask_id) & active).any())
+        flags = torch.stack(
+            [
+                ((confidence >= self.confidence_stop) | ~active).all(),  # rule (a)
+                ((new == mask_id) & active).any(),
+                changed.any(),
+            ]
+        ).tolist()  # one host sync per step for the three tests
+        high_confidence, masks_left, any_changed = flags
         stop_reason: str | None = None
         if high_confidence and not masks_left:  # deviation: rule (a) never commits masks (§7.10)
             stop_reason = "high_confidence"
-        elif not bool(changed.any()):
+        elif not any_changed:  # rule (b)
             stop_reason = "stable_tokens"
         elif self._step_index >= self._cap:
             stop_reason = "max_steps"

@@ -37,7 +37,9 @@ class SampleMetrics:
     @classmethod
     def from_result(cls, result: Any, correct: bool) -> SampleMetrics:
         """From a `DecodeResult` (uses its `tokens`, `nfe`, `seconds`)."""
-        return cls(tokens=int(result.tokens), nfe=int(result.nfe), seconds=float(result.seconds), correct=correct)
+        return cls(
+            tokens=int(result.tokens), nfe=int(result.nfe), seconds=float(result.seconds), correct=correct
+        )
 
     @property
     def tokens_per_forward(self) -> float:

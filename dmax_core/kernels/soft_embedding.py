@@ -11,7 +11,6 @@ not look up embeddings, pick tokens or know about blocks; callers pass the rows 
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 # §4.2 step 6: the rescaling divides by ||m|| + 1e-6 (not max(||m||, eps)).

@@ -98,7 +98,8 @@ class LLaDA2MoeConfig:
         """Raise `ValueError` naming the first key whose value the model cannot run."""
 
         def bad(key: str, why: str) -> ValueError:
-            return ValueError(f"LLaDA2MoeConfig: invalid {key}={getattr(self, key, self.extra.get(key))!r}: {why}")
+            value = getattr(self, key, self.extra.get(key))
+            return ValueError(f"LLaDA2MoeConfig: invalid {key}={value!r}: {why}")
 
         for key in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
                     "num_key_value_heads", "head_dim", "max_position_embeddings", "intermediate_size"):
@@ -117,7 +118,8 @@ class LLaDA2MoeConfig:
         if self.model_type not in ("llada2_moe", "llada2_moe_veomni"):
             raise bad("model_type", "expected 'llada2_moe' (dFactory: 'llada2_moe_veomni')")
         if self.num_attention_heads % self.num_key_value_heads != 0:
-            raise bad("num_attention_heads", f"must be a multiple of num_key_value_heads={self.num_key_value_heads}")
+            raise bad("num_attention_heads",
+                      f"must be a multiple of num_key_value_heads={self.num_key_value_heads}")
         if not 0.0 < self.partial_rotary_factor <= 1.0:
             raise bad("partial_rotary_factor", "must be in (0, 1]")
         if self.rotary_dim <= 0 or self.rotary_dim % 2 != 0:

@@ -211,7 +211,8 @@ class LLaDA2MoeSparseMoeBlock(nn.Module):
             out = out + self.shared_experts(x)
         return out
 
-    def _dispatch(self, flat: torch.Tensor, topk_idx: torch.Tensor, topk_weight: torch.Tensor) -> torch.Tensor:
+    def _dispatch(self, flat: torch.Tensor, topk_idx: torch.Tensor,
+                  topk_weight: torch.Tensor) -> torch.Tensor:
         """Run each expert once on the tokens routed to it; weighted sum accumulated in fp32.
 
         A plain loop over the experts that received tokens: simple and exact, fine at tiny sizes.
@@ -369,7 +370,8 @@ class LLaDA2MoeForDiffusionLM(nn.Module):
         batch, length, _ = hidden.shape
         past = 0 if kv_cache is None else kv_cache.length
         if not 0 <= cache_commit_length <= length:
-            raise ValueError(f"forward: cache_commit_length must be in [0, {length}], got {cache_commit_length}")
+            raise ValueError(f"forward: cache_commit_length must be in [0, {length}], "
+                             f"got {cache_commit_length}")
         if cache_commit_length and kv_cache is None:
             raise ValueError("forward: cache_commit_length > 0 needs a kv_cache")
         if kv_cache is not None and kv_cache.num_layers != self._config.num_hidden_layers:
@@ -400,7 +402,7 @@ class LLaDA2MoeForDiffusionLM(nn.Module):
                          device: torch.device) -> torch.Tensor:
         if position_ids.dim() == 1:
             position_ids = position_ids[None]
-        if position_ids.dim() != 2 or position_ids.shape[1] != length or position_ids.shape[0] not in (1, batch):
+        if position_ids.dim() != 2 or tuple(position_ids.shape) not in ((1, length), (batch, length)):
             raise ValueError(f"forward: position_ids must be [{length}] or [{batch}, {length}], "
                              f"got {tuple(position_ids.shape)}")
         if position_ids.is_floating_point():
@@ -412,11 +414,12 @@ class LLaDA2MoeForDiffusionLM(nn.Module):
                    device: torch.device) -> torch.Tensor:
         """[b|1, 1, L, past + L] boolean mask: all cached columns open, then the caller's new x new."""
         if attention_mask.dtype != torch.bool:
-            raise ValueError(f"forward: attention_mask must be boolean (True = attend), got {attention_mask.dtype}")
+            raise ValueError(f"forward: attention_mask must be boolean (True = attend), "
+                             f"got {attention_mask.dtype}")
         if attention_mask.dim() == 2:
             attention_mask = attention_mask[None, None]
-        if attention_mask.dim() != 4 or attention_mask.shape[1] != 1 or \
-                attention_mask.shape[0] not in (1, batch) or tuple(attention_mask.shape[2:]) != (length, length):
+        if attention_mask.dim() != 4 or tuple(attention_mask.shape) not in (
+                (1, 1, length, length), (batch, 1, length, length)):
             raise ValueError(f"forward: attention_mask must be [{length}, {length}] or "
                              f"[{batch}, 1, {length}, {length}], got {tuple(attention_mask.shape)}")
         attention_mask = attention_mask.to(device)
@@ -479,9 +482,12 @@ class LLaDA2MoeForDiffusionLM(nn.Module):
         _check_state_names_and_shapes(tensors, model.state_dict(), directory)
         if dtype is None:
             dtype = tensors["model.word_embeddings.weight"].dtype
-        state = {name: t.to(device=device, dtype=dtype if t.is_floating_point() else t.dtype)
-                 for name, t in tensors.items()}
-        del tensors
+        # copy=True: own, aligned storage instead of views into the safetensors mmap (unaligned views
+        # are slower and change low-order bits of CPU matmuls).
+        state: dict[str, torch.Tensor] = {}
+        for name in list(tensors):  # pop as we go: at most one tensor exists twice at a time
+            t = tensors.pop(name)
+            state[name] = t.to(device=device, dtype=dtype if t.is_floating_point() else t.dtype, copy=True)
         model.load_state_dict(state, strict=True, assign=True)
         return model.eval()
 
@@ -525,7 +531,8 @@ def load_safetensors_dir(directory: Path) -> dict[str, torch.Tensor]:
     if single.is_file():
         return _read_safetensors_file(single)
     if not index.is_file():
-        raise FileNotFoundError(f"from_pretrained: {directory} has neither {WEIGHTS_NAME} nor {WEIGHTS_INDEX_NAME}")
+        raise FileNotFoundError(
+            f"from_pretrained: {directory} has neither {WEIGHTS_NAME} nor {WEIGHTS_INDEX_NAME}")
     try:
         weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
     except (json.JSONDecodeError, KeyError, TypeError) as err:
@@ -542,7 +549,8 @@ def load_safetensors_dir(directory: Path) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def _split_merged_experts(tensors: dict[str, torch.Tensor], config: LLaDA2MoeConfig) -> dict[str, torch.Tensor]:
+def _split_merged_experts(tensors: dict[str, torch.Tensor],
+                          config: LLaDA2MoeConfig) -> dict[str, torch.Tensor]:
     """Turn dFactory's stacked `mlp.experts.{gate,up,down}_proj` [E, out, in] into per-expert
     `mlp.experts.{e}.{proj}.weight` (§6.3 last line). Per-expert checkpoints pass through."""
     out: dict[str, torch.Tensor] = {}
@@ -550,8 +558,8 @@ def _split_merged_experts(tensors: dict[str, torch.Tensor], config: LLaDA2MoeCon
         prefix, _, proj = name.rpartition(".")
         if proj in _EXPERT_PROJS and prefix.endswith(".mlp.experts"):
             if tensor.dim() != 3 or tensor.shape[0] != config.num_experts:
-                raise ValueError(f"from_pretrained: merged expert tensor {name} has shape {tuple(tensor.shape)}, "
-                                 f"expected [{config.num_experts}, out, in]")
+                raise ValueError(f"from_pretrained: merged expert tensor {name} has shape "
+                                 f"{tuple(tensor.shape)}, expected [{config.num_experts}, out, in]")
             for e in range(tensor.shape[0]):
                 # clone: separate storage per parameter (safetensors refuses to save shared storage).
                 out[f"{prefix}.{e}.{proj}.weight"] = tensor[e].clone()

@@ -1,0 +1,1 @@
+"""Prefect flows that wrap the dmax stages (see flows/pipeline.py and prefect.yaml)."""
