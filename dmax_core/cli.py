@@ -23,6 +23,7 @@ STAGE_HELP = {
     "report": "markdown table and TPF-vs-accuracy plot from the evaluation",
     "pipeline": "all stages in order",
     "config": "print the resolved configuration (YAML) and exit",
+    "benchmark": "issue-4 reproduction: per seed pretrain..OPUT + control, ablation grid, summary over seeds",
 }
 
 
@@ -33,7 +34,11 @@ def _parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text, description=text)
         p.add_argument("--preset", default="tiny", help="preset name in params/ or a YAML path (default: tiny)")
         p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.lr=3e-4")
-        if name != "config":
+        if name == "benchmark":
+            p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default: 0 1 2)")
+            p.add_argument("--reuse", action="store_true", help="reuse per-seed metrics already on disk")
+            p.add_argument("--out", default=None, help="root directory (default: runs/benchmark-PRESET)")
+        elif name != "config":
             p.add_argument("--track", action="store_true",
                            help="record the run in MLflow (MLFLOW_TRACKING_URI or the project's sqlite store)")
     return parser
@@ -51,6 +56,14 @@ def _print_report(cfg) -> None:
 def run(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from dmax_core.config import load_config
+
+    if args.command == "benchmark":
+        from dmax_core.benchmark import run_benchmark
+
+        out = run_benchmark(args.preset, args.seeds, args.overrides, args.out, reuse=args.reuse)
+        print((out / "summary.md").read_text())
+        print(f"summary: {out}")
+        return 0
 
     cfg = load_config(args.preset, args.overrides)
     if args.command == "config":

@@ -119,7 +119,7 @@ class DistillConfig(_Strict):
 class EvaluateConfig(_Strict):
     """The {model} x {decoder} x {threshold} grid on held-out problems."""
 
-    models: list[Literal["base", "dmax"]] = ["base", "dmax"]
+    models: list[Literal["base", "dmax", "control"]] = ["base", "dmax"]
     decoders: list[Literal["threshold", "spd"]] = ["threshold", "spd"]
     thresholds: list[float] = [1.0, 0.9, 0.7, 0.5, 0.3]
     n_test: int | None = Field(None, ge=1)

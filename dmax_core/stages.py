@@ -47,6 +47,20 @@ def dmax_dir(cfg: DmaxConfig) -> Path:
     return cfg.run_dir / "dmax"
 
 
+def control_dir(cfg: DmaxConfig) -> Path:
+    """The self-distillation-only control (same data and steps as OPUT, plain masked objective)."""
+    return cfg.run_dir / "control"
+
+
+def trained_dir(cfg: DmaxConfig) -> Path:
+    """Where `train` writes: OPUT -> dmax/, the plain-SFT control -> control/ (never overwrites dmax/)."""
+    return dmax_dir(cfg) if cfg.train.objective == "oput" else control_dir(cfg)
+
+
+def model_dirs(cfg: DmaxConfig) -> dict[str, Path]:
+    return {"base": base_dir(cfg), "dmax": dmax_dir(cfg), "control": control_dir(cfg)}
+
+
 def eval_dir(cfg: DmaxConfig) -> Path:
     return cfg.run_dir / "eval"
 
@@ -207,7 +221,7 @@ def train(cfg: DmaxConfig, logger: MetricLogger | None = None) -> Path:
     """OPUT fine-tuning of the base model on its own trajectories (spec §2) -> the DMax checkpoint.
 
     With `train.objective=sft` the same duplicated data and steps train the plain masked objective:
-    the self-distillation-only control of issue 4.
+    the self-distillation-only control of issue 4, written to `control/` instead of `dmax/`.
     """
     logger = logger or NullLogger()
     _setup(cfg)
@@ -218,7 +232,7 @@ def train(cfg: DmaxConfig, logger: MetricLogger | None = None) -> Path:
     )
     result = train_model(
         model, data, cfg.train, block_length=cfg.block_length, mask_id=model.mask_token_id,
-        checkpoint_dir=cfg.run_dir / "checkpoints" / "train", logger=logger,
+        checkpoint_dir=cfg.run_dir / "checkpoints" / f"train-{cfg.train.objective}", logger=logger,
         description=f"train ({cfg.train.objective})", metric_prefix="train",
     )
     manifest = json.loads((trajectories_dir(cfg) / "manifest.json").read_text()) \
@@ -227,7 +241,7 @@ def train(cfg: DmaxConfig, logger: MetricLogger | None = None) -> Path:
             "final_loss": result.final_loss, "seconds": result.seconds, "examples": len(data),
             "dataset_digest": manifest.get("digest"), "preset": cfg.preset}
     logger.log_metrics({"train/final_loss": result.final_loss, "train/seconds": result.seconds})
-    return save_bundle(model, tokenizer, dmax_dir(cfg), info)
+    return save_bundle(model, tokenizer, trained_dir(cfg), info)
 
 
 def _cell_record(model: str, decoder: str, threshold: float, split: str, metrics: dict[str, float]) -> dict:
@@ -242,7 +256,7 @@ def evaluate(cfg: DmaxConfig, logger: MetricLogger | None = None) -> Path:
     splits = task_splits(cfg)
     test = splits["test"][: ev.n_test] if ev.n_test else splits["test"]
     validation = splits["validation"][: ev.n_validation] if ev.n_validation else splits["validation"]
-    directories = {"base": base_dir(cfg), "dmax": dmax_dir(cfg)}
+    directories = model_dirs(cfg)
     loaded = {name: load_bundle(directories[name]) for name in ev.models}
 
     plan = [(m, d, t, "test") for m in ev.models for d in ev.decoders for t in ev.thresholds]

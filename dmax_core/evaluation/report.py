@@ -20,6 +20,8 @@ STYLE = {
     ("base", "spd"): ("tab:orange", "s", "--"),
     ("dmax", "threshold"): ("tab:green", "^", "-"),
     ("dmax", "spd"): ("tab:red", "D", "-"),
+    ("control", "threshold"): ("tab:purple", "v", ":"),
+    ("control", "spd"): ("tab:brown", "P", ":"),
 }
 
 

@@ -1,0 +1,49 @@
+# Platform targets (included from the Makefile). Everything binds to 127.0.0.1; state stays in the
+# project (.prefect/, mlruns.db, mlartifacts/, .dvc/cache). Ports: make servers PREFECT_PORT=4300 MLFLOW_PORT=5001
+#   make servers        Prefect server + MLflow server + `prefect deploy --all` + a process worker (background)
+#   make stop-servers   stop all of them (by process group)
+#   make prefect-server / mlflow-ui / worker   one of them in the foreground (Ctrl-C stops it)
+#   make deploy         (re)apply prefect.yaml to a running Prefect server
+#   make dvc-repro      `dvc repro` with the project's interpreter first on PATH
+PREFECT_PORT ?= 4200
+MLFLOW_PORT ?= 5000
+SERVERS = $(BIN)/python -m flows.servers --prefect-port $(PREFECT_PORT) --mlflow-port $(MLFLOW_PORT)
+
+.PHONY: servers stop-servers servers-status prefect-server mlflow-ui worker deploy dvc-repro dvc-params \
+	test-integration
+
+servers: install
+	$(SERVERS) start
+
+stop-servers:
+	@if [ -x $(BIN)/python ]; then $(SERVERS) stop; fi
+
+servers-status:
+	$(SERVERS) status
+
+prefect-server: install
+	$(SERVERS) prefect
+
+mlflow-ui: install
+	$(SERVERS) mlflow
+
+worker: install
+	$(SERVERS) worker
+
+deploy: install
+	$(SERVERS) deploy
+
+dvc-repro: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
+
+DVC_PARAMS_HEADER = \
+	'\# DVC parameters: the fully resolved `tiny` preset, grouped by stage (dvc.yaml says which stage reads' \
+	'\# which group). Regenerate after changing params/tiny.yaml with `make dvc-params`' \
+	'\# (= dmax config --preset tiny run_dir=runs/dvc). Sweep with e.g. `dvc exp run -S train.lr=1e-4`.'
+# params.yaml = the resolved tiny preset (DVC tracks it by group); rerun after editing params/tiny.yaml.
+dvc-params: install
+	{ printf '%s\n' $(DVC_PARAMS_HEADER); $(BIN)/dmax config --preset tiny run_dir=runs/dvc; } > params.yaml.new
+	mv params.yaml.new params.yaml
+
+test-integration: install
+	$(BIN)/python -m pytest -q -m integration

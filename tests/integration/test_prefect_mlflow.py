@@ -1,0 +1,180 @@
+"""The platform end to end: real Prefect server + real MLflow server + a real process worker.
+
+Deploys prefect.yaml, runs `prefect deployment run dmax/full-pipeline` with the smoke preset, waits for
+COMPLETED, then reads the MLflow REST API: parent run, stage runs, metrics, registered version with the
+`candidate` alias. A second deployment run on a corrupt trajectory file must fail in words, without
+retries and without touching the existing outputs. Servers are stopped in the fixture's teardown
+(process groups), also when a test fails.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import urllib.parse
+from pathlib import Path
+
+import pytest
+from platform_helpers import FAST_SMOKE, REPO, http_json, wait_for
+
+from flows.servers import LocalPlatform, free_port, stop_process_tree
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]
+
+TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory):
+    state = tmp_path_factory.mktemp("platform")
+    local = LocalPlatform(
+        project=REPO,
+        prefect_port=free_port(),
+        mlflow_port=free_port(),
+        prefect_home=state / "prefect",
+        state_dir=state / "servers",
+        mlflow_db=state / "mlruns.db",
+        mlflow_artifacts=state / "mlartifacts",
+    )
+    pids: list[int] = []
+    try:
+        local.start()  # stops what it started if any step fails
+        pids = [pid for name in ("prefect-server", "mlflow-server", "worker") if (pid := local.pid(name))]
+        yield local
+    finally:
+        local.stop()
+        for pid in pids:  # belt and braces: nothing of ours may outlive the test session
+            stop_process_tree(pid, grace_seconds=2)
+        assert all(local.pid(name) is None for name in ("prefect-server", "mlflow-server", "worker"))
+
+
+def run_deployment(platform: LocalPlatform, name: str, preset: str, overrides: list[str]) -> str:
+    """`prefect deployment run NAME --param ...` exactly as a user types it; returns the flow run id."""
+    done = platform.prefect(
+        "deployment", "run", name, "--param", f"preset={preset}", "--param", f"overrides={json.dumps(overrides)}"
+    )
+    match = re.search(r"UUID:\s*([0-9a-f-]{36})", done.stdout)
+    assert match, f"no flow run id in:\n{done.stdout}\n{done.stderr}"
+    return match.group(1)
+
+
+def wait_flow_run(platform: LocalPlatform, flow_run_id: str, timeout: float = 900.0) -> dict:
+    def terminal():
+        run = http_json(f"{platform.prefect_api_url}/flow_runs/{flow_run_id}")
+        return run if run["state"]["type"] in TERMINAL else None
+
+    return wait_for(terminal, timeout, what=f"flow run {flow_run_id} finished")
+
+
+def flow_run_logs(platform: LocalPlatform, flow_run_id: str) -> str:
+    logs = http_json(
+        f"{platform.prefect_api_url}/logs/filter",
+        {"logs": {"flow_run_id": {"any_": [flow_run_id]}}, "limit": 200, "sort": "TIMESTAMP_ASC"},
+    )
+    worker = platform.log_file("worker").read_text(errors="replace")[-4000:]
+    return "\n".join(entry["message"] for entry in logs) + "\n--- worker log tail ---\n" + worker
+
+
+def mlflow(platform: LocalPlatform, endpoint: str, payload: dict | None = None, **query: str):
+    url = f"{platform.mlflow_url}/api/2.0/mlflow/{endpoint}"
+    if query:
+        url += "?" + urllib.parse.urlencode(query)
+    return http_json(url, payload)
+
+
+def search_runs(platform: LocalPlatform, experiment_id: str, filter_string: str) -> list[dict]:
+    answer = mlflow(platform, "runs/search", {"experiment_ids": [experiment_id], "filter": filter_string})
+    return answer.get("runs", [])
+
+
+@pytest.fixture(scope="module")
+def pipeline(platform, tmp_path_factory):
+    """One full-pipeline deployment run with the smoke preset; returns what the tests inspect."""
+    run_dir = tmp_path_factory.mktemp("pipeline") / "run"
+    flow_run_id = run_deployment(platform, "dmax/full-pipeline", "smoke", [f"run_dir={run_dir}", *FAST_SMOKE])
+    flow_run = wait_flow_run(platform, flow_run_id)
+    assert flow_run["state"]["type"] == "COMPLETED", flow_run_logs(platform, flow_run_id)
+    return {"flow_run": flow_run, "run_dir": run_dir}
+
+
+def test_full_pipeline_deployment_is_tracked_in_mlflow(platform, pipeline):
+    run_dir: Path = pipeline["run_dir"]
+    for output in ("base/model.safetensors", "trajectories/trajectories.parquet", "dmax/model.safetensors",
+                   "eval/metrics.json", "report/report.md", "report/tradeoff.png"):  # fmt: skip
+        assert (run_dir / output).is_file(), output
+
+    experiment = mlflow(platform, "experiments/get-by-name", experiment_name="dmax")["experiment"]
+    flow_run_id = pipeline["flow_run"]["id"]
+    parents = search_runs(platform, experiment["experiment_id"], f"tags.`prefect.flow_run_id` = '{flow_run_id}'")
+    assert len(parents) == 1
+    parent = parents[0]
+    assert parent["info"]["status"] == "FINISHED"
+    assert parent["info"]["run_name"] == pipeline["flow_run"]["name"]
+    tags = {t["key"]: t["value"] for t in parent["data"]["tags"]}
+    params = {p["key"]: p["value"] for p in parent["data"]["params"]}
+    for tag in ("mlflow.source.git.commit", "dmax.preset", "dmax.torch_version", "dmax.transformers_version",
+                "dmax.device", "dmax.dataset_digest"):  # fmt: skip
+        assert tags.get(tag), tag
+    assert tags["dmax.preset"] == "smoke"
+    assert params["run_dir"] == str(run_dir) and params["evaluate.n_test"] == "2"
+
+    children = search_runs(
+        platform, experiment["experiment_id"], f"tags.`mlflow.parentRunId` = '{parent['info']['run_id']}'"
+    )
+    stages = {c["info"]["run_name"]: c for c in children}
+    assert set(stages) == {"pretrain", "distill", "train", "evaluate", "report"}
+    assert all(c["info"]["status"] == "FINISHED" for c in children)
+
+    train_metrics = {m["key"] for m in stages["train"]["data"]["metrics"]}
+    assert "train/loss" in train_metrics
+    eval_metrics = {m["key"]: m["value"] for m in stages["evaluate"]["data"]["metrics"]}
+    for field in ("accuracy", "tpf_mean", "tps_mean", "tps_total", "nfe_mean"):
+        cells = [k for k in eval_metrics if k.startswith("eval/test/") and k.endswith(f"/{field}")]
+        assert len(cells) == 4, (field, sorted(eval_metrics))  # {base, dmax} x {threshold, spd}
+    parent_metrics = {m["key"] for m in parent["data"]["metrics"]}
+    assert "eval/test/dmax/spd/thr_0.5/accuracy" in parent_metrics  # mirrored for run comparison
+
+    artifacts = mlflow(platform, "artifacts/list", run_id=stages["train"]["info"]["run_id"], path="dmax")
+    names = {Path(f["path"]).name for f in artifacts["files"]}
+    assert {"model.safetensors", "config.json", "tokenizer.json"} <= names
+    eval_files = mlflow(platform, "artifacts/list", run_id=stages["evaluate"]["info"]["run_id"], path="eval")
+    assert {"metrics.json", "samples.jsonl"} <= {Path(f["path"]).name for f in eval_files["files"]}
+
+    candidate = mlflow(platform, "registered-models/alias", name="dmax-oput-smoke", alias="candidate")
+    version = candidate["model_version"]
+    assert version["run_id"] == stages["train"]["info"]["run_id"]
+    assert version["source"].endswith("/dmax")
+
+
+def _tree_digest(directory: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(directory.rglob("*")):
+        digest.update(str(path.relative_to(directory)).encode())
+        if path.is_file():
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def test_corrupt_trajectories_fail_the_flow_run_in_words(platform, pipeline):
+    run_dir: Path = pipeline["run_dir"]
+    (run_dir / "trajectories" / "trajectories.parquet").write_bytes(b"this is not a parquet file")
+    before = _tree_digest(run_dir / "dmax")
+
+    flow_run_id = run_deployment(platform, "dmax-train/train", "smoke", [f"run_dir={run_dir}", *FAST_SMOKE])
+    flow_run = wait_flow_run(platform, flow_run_id)
+
+    state = flow_run["state"]
+    assert state["type"] == "FAILED", flow_run_logs(platform, flow_run_id)
+    assert "corrupt" in state["message"] and "trajectories.parquet" in state["message"], state["message"]
+    task_runs = http_json(
+        f"{platform.prefect_api_url}/task_runs/filter", {"flow_runs": {"id": {"any_": [flow_run_id]}}}
+    )
+    assert [t["run_count"] for t in task_runs] == [1]  # a user error is not retried
+    assert _tree_digest(run_dir / "dmax") == before  # the previous checkpoint is untouched
+    assert not [p.name for p in run_dir.iterdir() if p.name.startswith(".")]  # no staging leftovers
+
+    experiment = mlflow(platform, "experiments/get-by-name", experiment_name="dmax")["experiment"]
+    failed = search_runs(platform, experiment["experiment_id"], "attributes.status = 'FAILED'")
+    errors = [t["value"] for r in failed for t in r["data"]["tags"] if t["key"] == "dmax.error"]
+    assert any("corrupt" in e for e in errors), errors

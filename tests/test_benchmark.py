@@ -1,0 +1,66 @@
+"""Issue 4: the criteria and cross-seed summary on synthetic tables, and the benchmark's plumbing."""
+
+import json
+
+import pytest
+
+from dmax_core.evaluation.criteria import reproduction_criteria, summarize_seeds
+from dmax_core.evaluation.headline import compute_headline
+
+
+def cell(model, decoder, thr, acc, tpf, split="test"):
+    return {"model": model, "decoder": decoder, "threshold": thr, "split": split, "accuracy": acc,
+            "tpf_mean": tpf, "nfe_mean": 10.0, "tps_mean": 100.0, "tps_total": 90.0, "tokens_mean": 30.0}
+
+
+def dmax_like(ratio_scale=1.0, base_spd_acc=0.4):
+    cells = [
+        cell("base", "threshold", 1.0, 0.98, 0.8), cell("base", "threshold", 0.9, 0.975, 3.0),
+        cell("base", "threshold", 0.5, 0.80, 8.0),
+        cell("base", "spd", 0.9, base_spd_acc, 2.0), cell("base", "spd", 0.5, base_spd_acc - 0.1, 2.0),
+        cell("dmax", "spd", 0.9, 0.985, 6.0 * ratio_scale), cell("dmax", "spd", 0.5, 0.98, 8.0 * ratio_scale),
+        cell("dmax", "spd", 0.9, 0.99, 6.0, "validation"), cell("dmax", "spd", 0.5, 0.985, 8.0, "validation"),
+    ]
+    return {"cells": cells, "headline": compute_headline(cells)}
+
+
+def test_criteria_all_met_on_a_dmax_like_table():
+    crit = reproduction_criteria(dmax_like())
+    assert crit == {"base_one_token_accuracy_ge_95": True, "base_error_accumulation": True,
+                    "base_spd_collapses": True, "oput_spd_flat": True, "ratio_ge_2_5": True}
+
+
+def test_criteria_fail_where_they_should():
+    m = dmax_like(ratio_scale=0.8, base_spd_acc=0.95)  # ratio 6.4/3 = 2.13; base SPD does not collapse
+    crit = reproduction_criteria(m)
+    assert crit["ratio_ge_2_5"] is False and crit["base_spd_collapses"] is False
+    m["cells"] = [c for c in m["cells"] if c["model"] != "base"]
+    m["headline"] = compute_headline(m["cells"])
+    crit = reproduction_criteria(m)
+    assert crit["base_one_token_accuracy_ge_95"] is None and crit["ratio_ge_2_5"] is None
+
+
+def test_summary_mean_and_spread_over_seeds():
+    summary = summarize_seeds({0: dmax_like(1.0), 1: dmax_like(1.2)})
+    ratios = [8.0 / 3.0, 9.6 / 3.0]
+    assert summary["all_seeds_valid"]
+    assert summary["tpf_ratio"]["mean"] == pytest.approx(sum(ratios) / 2)
+    assert summary["tpf_ratio"]["min"] == pytest.approx(ratios[0])
+    mean_dmax = [c for c in summary["mean_cells"] if c["model"] == "dmax" and c["threshold"] == 0.5][0]
+    assert mean_dmax["tpf_mean"] == pytest.approx((8.0 + 9.6) / 2)
+    assert summary["criteria_on_means"]["ratio_ge_2_5"] is True
+
+
+def test_benchmark_plumbing_on_smoke(tmp_path):
+    from dmax_core.benchmark import run_benchmark
+
+    out = run_benchmark("smoke", [0], ["task.n_test=4", "task.n_validation=2"], root=tmp_path)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["seeds"] == [0]
+    assert {c["model"] for c in summary["mean_cells"]} == {"base", "dmax", "control"}
+    assert (tmp_path / "seed-0" / "control" / "model.safetensors").is_file()
+    assert (out / "tradeoff.png").stat().st_size > 1000
+    text = (out / "summary.md").read_text()
+    assert "dmax benchmark --preset smoke --seeds 0" in text
+    # the smoke model is untrained: the product must refuse the comparison, not print a ratio
+    assert summary["all_seeds_valid"] is False and "under-trained" in text
