@@ -248,6 +248,20 @@ def _cell_record(model: str, decoder: str, threshold: float, split: str, metrics
     return {"model": model, "decoder": decoder, "threshold": threshold, "split": split, **metrics}
 
 
+def flat_summary(cells: list[dict[str, Any]], headline: dict[str, Any]) -> dict[str, Any]:
+    """Scalars only (no lists), so `dvc metrics show` / `dvc exp show` can display every cell."""
+    summary: dict[str, Any] = {"headline_valid": int(bool(headline["valid"]))}
+    if headline["valid"]:
+        summary.update(tpf_ratio=headline["tpf_ratio"], accuracy_delta_pp=headline["accuracy_delta_pp"],
+                       dmax_accuracy=headline["dmax"]["accuracy"], dmax_tpf=headline["dmax"]["tpf_mean"],
+                       baseline_accuracy=headline["baseline"]["accuracy"],
+                       baseline_tpf=headline["baseline"]["tpf_mean"])
+    for c in cells:
+        key = f"{c['split']}/{c['model']}/{c['decoder']}/{c['threshold']:g}"
+        summary[key] = {"accuracy": c["accuracy"], "tpf": c["tpf_mean"], "nfe": c["nfe_mean"], "tps": c["tps_mean"]}
+    return summary
+
+
 def evaluate(cfg: DmaxConfig, logger: MetricLogger | None = None) -> Path:
     """{base, dmax} x {threshold, spd} x thresholds on held-out problems -> eval/metrics.json."""
     logger = logger or NullLogger()
@@ -286,6 +300,7 @@ def evaluate(cfg: DmaxConfig, logger: MetricLogger | None = None) -> Path:
     metrics = {
         "cells": cells,
         "headline": headline,
+        "summary": flat_summary(cells, headline),
         "settings": {
             "preset": cfg.preset, "block_length": cfg.block_length, "gen_length": ev.gen_length,
             "n_test": len(test), "n_validation": len(validation), "batch_size": 1, **env,

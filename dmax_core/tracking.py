@@ -114,9 +114,7 @@ def experiment_id(client: MlflowClient, name: str | None = None) -> str:
     if found is not None:
         return found.experiment_id
     try:
-        return client.create_experiment(
-            name, artifact_location=default_artifact_location(client.tracking_uri)
-        )
+        return client.create_experiment(name, artifact_location=default_artifact_location(client.tracking_uri))
     except MlflowException:
         found = client.get_experiment_by_name(name)
         if found is None:
@@ -221,10 +219,7 @@ class MlflowLogger:
                     log.warning("metric %s is not a number (%r); skipped", key, value)
                     continue
             self._pending.append(Metric(metric_name(key), float(value), timestamp, int(step or 0)))
-        if (
-            len(self._pending) >= self.flush_every
-            or time.monotonic() - self._last_flush >= self.flush_seconds
-        ):
+        if len(self._pending) >= self.flush_every or time.monotonic() - self._last_flush >= self.flush_seconds:
             self.flush()
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
@@ -240,9 +235,7 @@ class MlflowLogger:
         self.client.log_text(self.run_id, text, artifact_file)
 
     def set_tags(self, tags: dict[str, Any]) -> None:
-        batch = [
-            RunTag(metric_name(k), _as_text(v, _MAX_TAG_LENGTH)) for k, v in tags.items() if v is not None
-        ]
+        batch = [RunTag(metric_name(k), _as_text(v, _MAX_TAG_LENGTH)) for k, v in tags.items() if v is not None]
         for chunk in _chunks(batch, _MAX_PARAMS_TAGS_PER_BATCH):
             self.client.log_batch(self.run_id, tags=list(chunk))
 
@@ -264,9 +257,7 @@ def git_state(directory: Path | None = None) -> dict[str, str]:
 
     def git(*args: str) -> str | None:
         try:
-            done = subprocess.run(
-                ["git", *args], cwd=directory, capture_output=True, text=True, timeout=10, check=True
-            )
+            done = subprocess.run(["git", *args], cwd=directory, capture_output=True, text=True, timeout=10, check=True)
         except (OSError, subprocess.SubprocessError):
             return None
         return done.stdout.strip()
@@ -389,9 +380,7 @@ def start_pipeline_run(
     return run.info.run_id
 
 
-def finish_pipeline_run(
-    run_id: str, exc: BaseException | None = None, client: MlflowClient | None = None
-) -> None:
+def finish_pipeline_run(run_id: str, exc: BaseException | None = None, client: MlflowClient | None = None) -> None:
     _finish(client or tracking_client(), run_id, exc)
 
 
@@ -512,9 +501,7 @@ def beats_champion(
     if new["tpf"] <= champion["tpf"]:
         return Decision(False, f"no TPF gain ({summary})")
     if accuracy_drop > tolerance + 1e-12:
-        return Decision(
-            False, f"accuracy loss {accuracy_drop * 100:.2f} pp > {accuracy_tolerance_pp:g} pp ({summary})"
-        )
+        return Decision(False, f"accuracy loss {accuracy_drop * 100:.2f} pp > {accuracy_tolerance_pp:g} pp ({summary})")
     return Decision(True, f"more TPF within {accuracy_tolerance_pp:g} pp accuracy ({summary})")
 
 
@@ -577,9 +564,7 @@ def _version_metrics(tags: Mapping[str, str]) -> dict[str, float] | None:
         return None
 
 
-def promote_if_better(
-    client: MlflowClient, cfg: DmaxConfig, version: str, headline: Mapping[str, float]
-) -> Decision:
+def promote_if_better(client: MlflowClient, cfg: DmaxConfig, version: str, headline: Mapping[str, float]) -> Decision:
     """Tag `version` with its held-out metrics and move `champion` to it if `beats_champion` says so."""
     name = registered_model_name(cfg)
     for key in ("accuracy", "tpf", "tps", "tps_total", "nfe", "tpf_ratio"):
@@ -659,9 +644,7 @@ def record_stage_outputs(
         if version is not None:
             decision = promote_if_better(client, cfg, version, headline)
             logger.set_tags({"dmax.model_version": version, "dmax.champion_decision": decision.reason})
-            facts.update(
-                model_version=version, champion=str(decision.promote).lower(), reason=decision.reason
-            )
+            facts.update(model_version=version, champion=str(decision.promote).lower(), reason=decision.reason)
     elif stage == "report":
         _log_dir(logger, run_dir / "report", "report")
     return facts

@@ -19,6 +19,8 @@ from dmax_core.env import configure_environment
 
 configure_environment()  # telemetry off and project-local state before prefect/mlflow are imported
 
+from datetime import UTC, datetime  # noqa: E402
+from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 from prefect import flow, get_run_logger, task  # noqa: E402
@@ -108,7 +110,18 @@ def _flow_run_tags() -> dict[str, str]:
     return {key: str(value) for key, value in tags.items() if value}
 
 
-@flow(name="dmax", flow_run_name="pipeline-{preset}", log_prints=True)
+def _run_name(kind: str):
+    """Flow run names like `smoke-pipeline-20261123-015312`: readable, unique, and reused as the MLflow
+    run name, so a Prefect run and its MLflow run are found by the same words."""
+
+    def name() -> str:
+        preset = Path(str(flow_run.parameters.get("preset", "run"))).stem
+        return f"{preset}-{kind}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
+
+    return name
+
+
+@flow(name="dmax", flow_run_name=_run_name("pipeline"), log_prints=True)
 def full_pipeline(
     preset: str = "tiny", overrides: list[str] | None = None, pretrain: bool | None = None
 ) -> dict[str, str]:
@@ -138,7 +151,7 @@ def _stage_flow(stage: str):
 
     run.__name__ = run.__qualname__ = f"{stage}_flow"
     run.__doc__ = f"Run the `{stage}` stage alone (reads and writes under the config's run_dir)."
-    return flow(run, name=f"dmax-{stage}", flow_run_name=f"{stage}-{{preset}}", log_prints=True)
+    return flow(run, name=f"dmax-{stage}", flow_run_name=_run_name(stage), log_prints=True)
 
 
 pretrain_flow = _stage_flow("pretrain")

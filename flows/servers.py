@@ -325,9 +325,7 @@ def _foreground(platform: LocalPlatform, command: list[str]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     configure_environment()
     parser = argparse.ArgumentParser(prog="python -m flows.servers", description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "action", choices=["start", "stop", "status", "deploy", "prefect", "mlflow", "worker", "env"]
-    )
+    parser.add_argument("action", choices=["start", "stop", "status", "deploy", "prefect", "mlflow", "worker", "env"])
     parser.add_argument("--prefect-port", type=int, default=int(os.environ.get("PREFECT_PORT", 4200)))
     parser.add_argument("--mlflow-port", type=int, default=int(os.environ.get("MLFLOW_PORT", 5000)))
     parser.add_argument("--no-worker", action="store_true", help="start: servers and deployments only")

@@ -181,9 +181,7 @@ def test_run_stage_records_outputs_and_marks_failures(client, tmp_path, monkeypa
     with pytest.raises(DataError, match="corrupt"), tracking.pipeline_run(cfg, client=client) as parent:
         tracking.run_stage(cfg, "train", parent_run_id=parent, client=client)
     assert client.get_run(parent).info.status == "FAILED"
-    failed = client.search_runs(
-        [client.get_run(parent).info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent}'"
-    )
+    failed = client.search_runs([client.get_run(parent).info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent}'")
     assert [r.info.status for r in failed] == ["FAILED"]
     assert "corrupt" in failed[0].data.tags["dmax.error"]
 

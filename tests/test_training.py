@@ -82,10 +82,15 @@ def test_resume_reproduces_uninterrupted_run(tokenizer, problems, tmp_path):
     import shutil
 
     shutil.rmtree(tmp_path / "ck" / "step-0000006")
-    resumed = make_tiny_model(tokenizer, seed=123)
+    resumed = make_tiny_model(tokenizer)  # a fresh process re-creates the same initial weights
     result = train_model(resumed, data, _cfg(checkpoint_every=3), block_length=32,
                          mask_id=resumed.mask_token_id, checkpoint_dir=tmp_path / "ck")
     assert result.resumed_from == 3
+    # A rerun with other settings must not resume from this run's checkpoints.
+    other = make_tiny_model(tokenizer)
+    result = train_model(other, data, _cfg(lr=1e-3, checkpoint_every=3), block_length=32,
+                         mask_id=other.mask_token_id, checkpoint_dir=tmp_path / "ck")
+    assert result.resumed_from == 0
     for (name, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items(), strict=True):
         assert torch.allclose(a, b, atol=1e-6), name
 

@@ -78,6 +78,14 @@ def latest_checkpoint(root: Path) -> Path | None:
     return complete[-1] if complete else None
 
 
+def found_fingerprint(path: Path) -> str | None:
+    """The run fingerprint stored in a checkpoint (None for unreadable or older checkpoints)."""
+    try:
+        return json.loads((path / STATE_FILE).read_text()).get("fingerprint")
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
 def load_checkpoint(path: Path, model, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     """Restore model weights and optimiser state in place; return the trainer state dict."""
     try:

@@ -9,8 +9,10 @@ run sees exactly the batches an uninterrupted run would have seen.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +23,7 @@ from tqdm.auto import tqdm
 from dmax_core.config import TrainConfig
 from dmax_core.diffusion import add_noise, sample_mask_ratios, training_attention_mask, training_position_ids
 from dmax_core.metric_logger import MetricLogger, NullLogger
-from dmax_core.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from dmax_core.training.checkpoint import found_fingerprint, latest_checkpoint, load_checkpoint, save_checkpoint
 from dmax_core.training.data import ConversationTensors
 from dmax_core.training.objectives import on_policy_rollout, training_loss
 from dmax_core.training.schedule import learning_rate_at
@@ -42,6 +44,20 @@ def total_steps_for(cfg: TrainConfig, num_examples: int) -> int:
         return cfg.steps
     assert cfg.epochs is not None
     return max(1, math.floor(num_examples / cfg.batch_size * cfg.epochs))
+
+
+def run_fingerprint(cfg: TrainConfig, data: ConversationTensors, block_length: int, model: torch.nn.Module) -> str:
+    """Identity of a training run: settings, data and starting weights. A checkpoint is resumed only
+    by the run that wrote it, never by a rerun with other settings (which would silently mix them)."""
+    digest = hashlib.sha256()
+    digest.update(cfg.model_dump_json().encode())
+    digest.update(str(block_length).encode())
+    for tensor in (data.clean_ids, data.labels, data.prompt_lengths, data.flags):
+        digest.update(tensor.contiguous().numpy().tobytes())
+    for name, value in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(value.detach().float().sum().item().hex().encode())
+    return digest.hexdigest()[:16]
 
 
 def batch_indices(step: int, num_examples: int, batch_size: int, seed: int) -> torch.Tensor:
@@ -79,9 +95,14 @@ def train_model(
         model.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay
     )
     start_step, history = 0, []
+    fingerprint = run_fingerprint(cfg, data, block_length, model)
     if checkpoint_dir is not None and (found := latest_checkpoint(checkpoint_dir)) is not None:
-        state = load_checkpoint(found, model, optimizer)
-        start_step, history = int(state["step"]), [tuple(x) for x in state.get("loss_history", [])]
+        if found_fingerprint(found) == fingerprint:
+            state = load_checkpoint(found, model, optimizer)
+            start_step, history = int(state["step"]), [tuple(x) for x in state.get("loss_history", [])]
+        else:
+            warnings.warn(f"ignoring checkpoint {found}: it belongs to a run with other settings or data",
+                          stacklevel=2)
     model, optimizer = accelerator.prepare(model, optimizer)
     model.train()
 
@@ -135,7 +156,7 @@ def train_model(
             if accelerator.is_main_process:
                 save_checkpoint(
                     checkpoint_dir, step + 1, accelerator.unwrap_model(model), optimizer,
-                    {"total_steps": total_steps, "loss_history": history},
+                    {"total_steps": total_steps, "loss_history": history, "fingerprint": fingerprint},
                 )
     bar.close()
     model.eval()

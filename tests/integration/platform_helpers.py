@@ -36,11 +36,17 @@ def copy_repository(destination: Path) -> Path:
     shutil.copytree(REPO, destination, ignore=COPY_IGNORE)
     for cache in ("cache", "tmp"):
         shutil.rmtree(destination / ".dvc" / cache, ignore_errors=True)
-    git = ["git", "-c", "user.name=dmax-test", "-c", "user.email=test@localhost", "-c", "commit.gpgsign=false"]
-    subprocess.run([*git, "init", "-q"], cwd=destination, check=True)
-    subprocess.run([*git, "add", "-A"], cwd=destination, check=True)
-    subprocess.run([*git, "commit", "-q", "-m", "copy"], cwd=destination, check=True)
+    # A local identity: CI machines may have no global git config, and DVC commits experiments.
+    subprocess.run(["git", "init", "-q"], cwd=destination, check=True)
+    for key, value in (("user.name", "dmax-test"), ("user.email", "test@localhost"), ("commit.gpgsign", "false")):
+        subprocess.run(["git", "config", key, value], cwd=destination, check=True)
+    git_commit(destination, "copy")
     return destination
+
+
+def git_commit(checkout: Path, message: str) -> None:
+    subprocess.run(["git", "add", "-A"], cwd=checkout, check=True)
+    subprocess.run(["git", "commit", "-q", "--allow-empty", "-m", message], cwd=checkout, check=True)
 
 
 def venv_env(**extra: str) -> dict[str, str]:

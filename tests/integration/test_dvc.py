@@ -7,7 +7,7 @@ import json
 import subprocess
 
 import pytest
-from platform_helpers import FAST_SMOKE, copy_repository, venv_env
+from platform_helpers import FAST_SMOKE, copy_repository, git_commit, venv_env
 
 from dmax_core.config import load_config
 
@@ -27,8 +27,7 @@ def checkout(tmp_path_factory):
     copy_repository(root)
     smoke = load_config("smoke", ["run_dir=runs/dvc", *FAST_SMOKE])
     (root / "params.yaml").write_text(smoke.to_yaml())
-    git = ["git", "-c", "user.name=dmax-test", "-c", "user.email=test@localhost", "-c", "commit.gpgsign=false"]
-    subprocess.run([*git, "commit", "-q", "-am", "smoke params"], cwd=root, check=True)
+    git_commit(root, "smoke params")
     return root
 
 
@@ -60,9 +59,7 @@ def test_dvc_repro_reproduces_and_second_repro_is_a_no_op(checkout):
 def test_dvc_exp_run_set_param_reruns_only_dependent_stages(checkout):
     if not (checkout / "dvc.lock").is_file():
         dvc(checkout, "repro")
-    git = ["git", "-c", "user.name=dmax-test", "-c", "user.email=test@localhost", "-c", "commit.gpgsign=false"]
-    subprocess.run([*git, "add", "dvc.lock"], cwd=checkout, check=True)
-    subprocess.run([*git, "commit", "-q", "-m", "lock"], cwd=checkout, check=True)
+    git_commit(checkout, "dvc.lock of the first repro")
 
     done = dvc(checkout, "exp", "run", "-S", "evaluate.samples_to_keep=1", "-n", "fewer-samples")
     assert "Running stage 'evaluate'" in done.stdout and "Running stage 'report'" in done.stdout
