@@ -91,6 +91,10 @@ class TrainConfig(_Strict):
     noise_high: float = Field(0.8, ge=0, le=1)
     max_seq_len: int = Field(128, ge=8)
     labelled_pad_tokens: int | None = Field(None, ge=0)
+    # `all`: every response position + the head of the pad run is labelled (DMax, spec §1.1 step 5).
+    # `masked`: only positions that were masked (upstream dFactory/LLaDA semantics, the objective the
+    # real base model LLaDA2.0-mini was trained with; used to pretrain the tiny stand-in base).
+    loss_positions: Literal["all", "masked"] = "all"
     checkpoint_every: int = Field(0, ge=0)
     log_every: int = Field(10, ge=1)
     seed: int = 42

@@ -113,3 +113,23 @@ def test_both_objectives_reduce_loss_and_pad_row_stays_frozen(tokenizer, problem
         for step in range(cfg.steps):
             factor *= 1 - learning_rate_at(step, cfg.steps, cfg.lr, cfg.min_lr, cfg.warmup_ratio) * cfg.weight_decay
         assert torch.allclose(model.model.word_embeddings.weight[model.pad_token_id], pad_row * factor, atol=1e-6)
+
+
+def test_masked_only_loss_positions(tokenizer, problems):
+    """`loss_positions=masked` labels only noised positions: no noise -> nothing to learn (loss 0);
+    full noise -> identical to labelling every position."""
+    from tests.conftest import make_tiny_model
+
+    data = encode_conversations(tokenizer, [(p.question, p.answer) for p in problems[:4]], 96, 32)
+    model = make_tiny_model(tokenizer)
+    none = train_model(model, data, _cfg(objective="sft", steps=1, noise_low=0.0, noise_high=0.0,
+                                         loss_positions="masked"), block_length=32, mask_id=model.mask_token_id)
+    assert none.final_loss == 0.0
+    losses = []
+    for positions in ("masked", "all"):
+        model = make_tiny_model(tokenizer)
+        result = train_model(model, data, _cfg(objective="sft", steps=1, noise_low=1.0, noise_high=1.0,
+                                               loss_positions=positions), block_length=32,
+                             mask_id=model.mask_token_id)
+        losses.append(result.final_loss)
+    assert losses[0] == losses[1]

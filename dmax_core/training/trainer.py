@@ -21,7 +21,13 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 from dmax_core.config import TrainConfig
-from dmax_core.diffusion import add_noise, sample_mask_ratios, training_attention_mask, training_position_ids
+from dmax_core.diffusion import (
+    IGNORE_INDEX,
+    add_noise,
+    sample_mask_ratios,
+    training_attention_mask,
+    training_position_ids,
+)
 from dmax_core.metric_logger import MetricLogger, NullLogger
 from dmax_core.training.checkpoint import found_fingerprint, latest_checkpoint, load_checkpoint, save_checkpoint
 from dmax_core.training.data import ConversationTensors
@@ -128,6 +134,8 @@ def train_model(
         ratios = sample_mask_ratios(len(index), cfg.noise_low, cfg.noise_high, noise_rng)
         noisy = add_noise(batch.clean_ids, batch.prompt_lengths, ratios, mask_id, noise_rng).to(device)
         clean, labels = batch.clean_ids.to(device), batch.labels.to(device)
+        if cfg.loss_positions == "masked":  # decided on the noise, before any rollout fills the masks
+            labels = torch.where(noisy == mask_id, labels, torch.full_like(labels, IGNORE_INDEX))
         if cfg.objective == "oput":
             noisy = on_policy_rollout(
                 model, noisy, clean, batch.flags.to(device), mask_id, position_ids, attention_mask
