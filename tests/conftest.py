@@ -15,7 +15,9 @@ from dmax_core.data import generate_problems, vocabulary
 from dmax_core.models import LLaDA2MoeConfig, LLaDA2MoeForDiffusionLM
 from dmax_core.tokenizer import build_tokenizer, special_token_ids
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# One thread: the test models are tiny, and two OpenMP threads per process thrash badly whenever
+# another process (a server, a DVC stage) wants a core too.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

@@ -46,7 +46,7 @@ def test_summary_mean_and_spread_over_seeds():
     assert summary["all_seeds_valid"]
     assert summary["tpf_ratio"]["mean"] == pytest.approx(sum(ratios) / 2)
     assert summary["tpf_ratio"]["min"] == pytest.approx(ratios[0])
-    mean_dmax = [c for c in summary["mean_cells"] if c["model"] == "dmax" and c["threshold"] == 0.5][0]
+    mean_dmax = next(c for c in summary["mean_cells"] if c["model"] == "dmax" and c["threshold"] == 0.5)
     assert mean_dmax["tpf_mean"] == pytest.approx((8.0 + 9.6) / 2)
     assert summary["criteria_on_means"]["ratio_ge_2_5"] is True
 

@@ -87,7 +87,7 @@ def plot_tradeoff(cells: list[dict[str, Any]], headline: dict[str, Any], path: P
     ax.set_ylabel("accuracy on held-out test split (%)")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower left", fontsize=8)
+    ax.legend(loc="best", fontsize=8, framealpha=0.85)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.png")
