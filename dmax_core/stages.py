@@ -24,7 +24,14 @@ from dmax_core.errors import ConfigError, DataError
 from dmax_core.evaluation.headline import compute_headline
 from dmax_core.evaluation.report import plot_tradeoff, render_markdown
 from dmax_core.evaluation.runner import build_policy, cell_metrics, decode_problems
-from dmax_core.io import atomic_write_json, atomic_write_text, load_bundle, save_bundle, sha256_file
+from dmax_core.io import (
+    StagingDirectory,
+    atomic_write_json,
+    atomic_write_text,
+    load_bundle,
+    save_bundle,
+    sha256_file,
+)
 from dmax_core.metric_logger import MetricLogger, NullLogger
 from dmax_core.models import LLaDA2MoeConfig, LLaDA2MoeForDiffusionLM
 from dmax_core.tokenizer import build_tokenizer, special_token_ids
@@ -92,9 +99,9 @@ def _labelled_pads(cfg: DmaxConfig, train_cfg) -> int:
 def _model_config(cfg: DmaxConfig, tokenizer) -> LLaDA2MoeConfig:
     ids = special_token_ids(tokenizer)
     arch = cfg.model.model_dump(exclude={"base_path"})
-    needed = max(cfg.pretrain.max_seq_len, cfg.train.max_seq_len, 96 + cfg.evaluate.gen_length + cfg.block_length)
+    needed = max(cfg.pretrain.max_seq_len, cfg.train.max_seq_len)
     if arch["max_position_embeddings"] < needed:
-        raise ConfigError(f"model.max_position_embeddings={arch['max_position_embeddings']} < {needed} needed")
+        raise ConfigError(f"model.max_position_embeddings={arch['max_position_embeddings']} < max_seq_len {needed}")
     return LLaDA2MoeConfig.from_dict(
         {**arch, "vocab_size": len(tokenizer), "pad_token_id": ids["pad"], "eos_token_id": ids["eos"],
          "mask_token_id": ids["mask"]}
@@ -178,8 +185,6 @@ def distill(cfg: DmaxConfig, logger: MetricLogger | None = None) -> Path:
         "nfe": [s.nfe for s in rows],
         "tokens": [s.tokens for s in rows],
     })
-    from dmax_core.io import StagingDirectory
-
     out = trajectories_dir(cfg)
     with StagingDirectory(out) as staging:
         staging.mkdir(parents=True)
