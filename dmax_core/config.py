@@ -9,6 +9,7 @@ not create directories or touch the model.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -166,20 +167,25 @@ class DmaxConfig(_Strict):
 
     def to_flat_dict(self) -> dict[str, Any]:
         """Dotted leaf keys -> scalar values (MLflow params, DVC-style listings)."""
-        flat: dict[str, Any] = {}
-
-        def walk(prefix: str, value: Any) -> None:
-            if isinstance(value, dict):
-                for key, child in value.items():
-                    walk(f"{prefix}.{key}" if prefix else key, child)
-            else:
-                flat[prefix] = value if isinstance(value, (int, float, str, bool)) or value is None else str(value)
-
-        walk("", self.model_dump(mode="json"))
-        return flat
+        return {
+            key: value if isinstance(value, (int, float, str, bool)) or value is None else str(value)
+            for key, value in flatten_mapping(self.model_dump(mode="json")).items()
+        }
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def flatten_mapping(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mappings -> dotted keys (lists stay values)."""
+    flat: dict[str, Any] = {}
+    for key, value in mapping.items():
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, Mapping):
+            flat.update(flatten_mapping(value, dotted))
+        else:
+            flat[dotted] = value
+    return flat
 
 
 def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:

@@ -55,6 +55,29 @@ def environment_defaults(project: Path) -> dict[str, str]:
     }
 
 
+def device_name() -> str:
+    """The device the stages run on: CUDA device name(s), else the CPU model and core count.
+
+    One implementation for metrics.json settings and MLflow tags; torch is imported lazily so this
+    module stays import-light.
+    """
+    import platform
+
+    import torch
+
+    if torch.cuda.is_available():
+        return f"cuda: {torch.cuda.get_device_name(0)} x{torch.cuda.device_count()}"
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"cpu: {cpu} ({os.cpu_count()} cores)"
+
+
 def configure_environment(project: str | Path | None = None) -> dict[str, str]:
     """Set the offline/telemetry/state defaults in `os.environ`; return the ones actually set here."""
     root = Path(project).resolve() if project is not None else project_dir()

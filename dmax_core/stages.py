@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from dmax_core.config import DmaxConfig
 from dmax_core.data import Problem, make_splits, vocabulary
+from dmax_core.env import device_name
 from dmax_core.errors import ConfigError, DataError
 from dmax_core.evaluation.headline import compute_headline
 from dmax_core.evaluation.report import plot_tradeoff, render_markdown
@@ -115,7 +116,7 @@ def environment_info() -> dict[str, Any]:
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "python": platform.python_version(),
-        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({platform.machine()})",
+        "device": device_name(),
         "threads": torch.get_num_threads(),
     }
 

@@ -40,13 +40,15 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dmax_core.env import configure_environment, project_dir
+from dmax_core.env import configure_environment, device_name, project_dir
 
 configure_environment()  # before mlflow is imported: telemetry off, offline
 
 from mlflow import MlflowClient  # noqa: E402
 from mlflow.entities import Metric, Param, RunTag  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
+
+from dmax_core.config import flatten_mapping  # noqa: E402
 
 if TYPE_CHECKING:
     from dmax_core.config import DmaxConfig
@@ -135,18 +137,6 @@ def metric_name(name: str) -> str:
     return _BAD_NAME_CHARACTERS.sub("_", name)
 
 
-def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested mappings -> dotted keys (lists stay values)."""
-    flat: dict[str, Any] = {}
-    for key, value in mapping.items():
-        dotted = f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(value, Mapping):
-            flat.update(flatten(value, dotted))
-        else:
-            flat[dotted] = value
-    return flat
-
-
 def _as_text(value: Any, limit: int) -> str:
     text = value if isinstance(value, str) else json.dumps(value, default=str)
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -187,7 +177,7 @@ class MlflowLogger:
 
     def log_params(self, params: dict[str, Any]) -> None:
         batch: list[Param] = []
-        for key, value in flatten(params).items():
+        for key, value in flatten_mapping(params).items():
             name, text = metric_name(key), _as_text(value, _MAX_PARAM_LENGTH)
             if self._params.get(name) == text:
                 continue
@@ -274,26 +264,6 @@ def _package_version(name: str) -> str:
         return metadata.version(name)
     except metadata.PackageNotFoundError:
         return "not installed"
-
-
-def device_name() -> str:
-    """The accelerator the stages run on: CUDA device name, else the CPU model."""
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            return f"cuda: {torch.cuda.get_device_name(0)} x{torch.cuda.device_count()}"
-    except ImportError:
-        pass
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"cpu: {cpu} ({os.cpu_count()} cores)"
 
 
 def environment_tags(cfg: DmaxConfig) -> dict[str, str]:

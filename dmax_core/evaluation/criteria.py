@@ -15,12 +15,14 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
+from dmax_core.evaluation.headline import select_cells
+
 COLLAPSE_PP = 10.0
 TARGET_RATIO = 2.5
 
 
-def _cells(metrics: dict[str, Any], model: str, decoder: str, split: str = "test") -> list[dict[str, Any]]:
-    return [c for c in metrics["cells"] if c["model"] == model and c["decoder"] == decoder and c["split"] == split]
+def _cells(metrics: dict[str, Any], model: str, decoder: str) -> list[dict[str, Any]]:
+    return select_cells(metrics["cells"], model=model, decoder=decoder, split="test")
 
 
 def reproduction_criteria(metrics: dict[str, Any], tolerance_pp: float = 1.0) -> dict[str, bool | None]:

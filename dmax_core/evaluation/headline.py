@@ -18,7 +18,7 @@ from typing import Any
 Cell = dict[str, Any]
 
 
-def _find(cells: list[Cell], **match: Any) -> list[Cell]:
+def select_cells(cells: list[Cell], **match: Any) -> list[Cell]:
     return [c for c in cells if all(c.get(k) == v for k, v in match.items())]
 
 
@@ -35,7 +35,7 @@ def compute_headline(
         "baseline": None, "dmax": None, "tpf_ratio": None, "accuracy_delta_pp": None,
         "valid": False, "reason": "", "tolerance_pp": tolerance_pp,
     }
-    base = _find(cells, model="base", decoder="threshold", split="test")
+    base = select_cells(cells, model="base", decoder="threshold", split="test")
     one_token = [c for c in base if c["threshold"] == 1.0]
     if not one_token:
         result["reason"] = "no base/threshold cell at threshold 1.0 (one token per forward) on the test split"
@@ -58,13 +58,13 @@ def compute_headline(
     baseline = _pick_fastest_within(base, reference["accuracy"], tolerance_pp)
     result["baseline"] = baseline
 
-    validation = _find(cells, model="dmax", decoder="spd", split="validation")
+    validation = select_cells(cells, model="dmax", decoder="spd", split="validation")
     if not validation:
         result["reason"] = "no dmax/spd cells on the validation split to choose the DMax threshold"
         return result
     best_validation = max(c["accuracy"] for c in validation)
     chosen = _pick_fastest_within(validation, best_validation, tolerance_pp)
-    test_cell = _find(cells, model="dmax", decoder="spd", split="test", threshold=chosen["threshold"])
+    test_cell = select_cells(cells, model="dmax", decoder="spd", split="test", threshold=chosen["threshold"])
     if not test_cell:
         result["reason"] = f"no dmax/spd test cell at the validation-chosen threshold {chosen['threshold']}"
         return result
