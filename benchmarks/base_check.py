@@ -1,11 +1,11 @@
 """Is a base model good enough for the DMax comparison? Pretrain (or reuse) a tiny base, then measure it.
 
     python benchmarks/base_check.py NAME [key=value ...]
-    python benchmarks/base_check.py base2000 pretrain.steps=2000      # the figures in docs/results.md
+    python benchmarks/base_check.py s3 pretrain.steps=1600      # a figure in docs/results.md
 
 Runs `stages.pretrain` with the tiny preset plus overrides into runs/exp-NAME (resuming or reusing a
 finished run is the trainer's job), then decodes the first 100 held-out test problems with base +
-threshold {1.0, 0.9, 0.5} and base + SPD {0.9, 0.5}. Prints one line per cell and a final JSON line
+threshold {1.0, 0.9, 0.7, 0.5} and base + SPD {0.9, 0.5, 0.0}. Prints one line per cell and a final JSON line
 (nanochat style) so scripts can read the figures. Setting: batch 1, fp32, this machine's CPU threads.
 """
 
@@ -20,7 +20,10 @@ from dmax_core.config import load_config
 from dmax_core.evaluation.runner import build_policy, cell_metrics, decode_problems
 from dmax_core.io import load_bundle
 
-CELLS = [("threshold", 1.0), ("threshold", 0.9), ("threshold", 0.5), ("spd", 0.9), ("spd", 0.5)]
+CELLS = [
+    ("threshold", 1.0), ("threshold", 0.9), ("threshold", 0.7), ("threshold", 0.5),
+    ("spd", 0.9), ("spd", 0.5), ("spd", 0.0),
+]
 
 
 def main() -> None:

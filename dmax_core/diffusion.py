@@ -50,6 +50,65 @@ def training_position_ids(seq_len: int, device: torch.device | None = None) -> t
 
 
 @dataclass(frozen=True)
+class TrainingLayout:
+    """The part of the 2n-token input [noisy; clean] that one batch needs, with its mask and positions.
+
+    Kept are the noisy positions `noisy` (a block-aligned slice of [0, n)) and the clean positions
+    [0, clean_end). `training_layout(n, B)` is the full spec §1.2 layout; with a block span it is the
+    trimmed one (see `training_layout`).
+    """
+
+    noisy: slice
+    clean_end: int
+    position_ids: torch.Tensor  # Long[len]
+    attention_mask: torch.Tensor  # Bool[len, len]
+
+    @property
+    def noisy_length(self) -> int:
+        return self.noisy.stop - self.noisy.start
+
+    def input_ids(self, noisy: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
+        """[b, len] ids: the kept noisy slice, then the kept clean prefix."""
+        return torch.cat([noisy[:, self.noisy], clean[:, : self.clean_end]], dim=1)
+
+
+def labelled_block_span(labels: torch.Tensor, block_length: int) -> tuple[int, int] | None:
+    """(first, last) block index, inclusive, that holds any label in the batch; None if nothing is labelled."""
+    labelled = (labels != IGNORE_INDEX).any(dim=0).nonzero()
+    if len(labelled) == 0:
+        return None
+    return int(labelled[0]) // block_length, int(labelled[-1]) // block_length
+
+
+def training_layout(
+    seq_len: int, block_length: int, span: tuple[int, int] | None = None, device: torch.device | None = None
+) -> TrainingLayout:
+    """The §1.2 layout, trimmed to the blocks a batch with labels in `span` (first, last) can use.
+
+    Why trimming is exact (same loss, same gradients, same OPUT rollout on labelled blocks): a noisy
+    block attends only to itself and to strictly earlier clean blocks, and no query outside it attends
+    to it, so a noisy block without labels changes nothing; clean block k is read only by noisy blocks
+    after k and by later clean blocks, so clean blocks from the last labelled block on are never read by
+    a labelled query. With the LLaDA2 chat template every prompt here is longer than one block, so the
+    first noisy block and the last clean block go: at n = 64 that halves the tokens of every step.
+    """
+    blocks = -(-seq_len // block_length)
+    first, last = (0, blocks - 1) if span is None else span
+    if not 0 <= first <= last < blocks:
+        raise ValueError(f"block span {span} outside the {blocks} blocks of n={seq_len}")
+    noisy = slice(first * block_length, min((last + 1) * block_length, seq_len))
+    clean_end = seq_len if span is None else last * block_length
+    keep = torch.cat([torch.arange(noisy.start, noisy.stop), seq_len + torch.arange(clean_end)]).to(device)
+    full_mask = training_attention_mask(seq_len, block_length, device=device)
+    return TrainingLayout(
+        noisy=noisy,
+        clean_end=clean_end,
+        position_ids=training_position_ids(seq_len, device=device)[keep],
+        attention_mask=full_mask[keep][:, keep],
+    )
+
+
+@dataclass(frozen=True)
 class TrainingExample:
     """One conversation as fixed-length tensors (spec §1.1)."""
 

@@ -6,13 +6,14 @@ import torch
 
 from dmax_core.config import TrainConfig
 from dmax_core.diffusion import (
+    IGNORE_INDEX,
     add_noise,
+    labelled_block_span,
     sample_mask_ratios,
-    training_attention_mask,
-    training_position_ids,
+    training_layout,
 )
 from dmax_core.training import duplicate_for_oput, encode_conversations, train_model
-from dmax_core.training.objectives import forward_noisy_half, on_policy_rollout
+from dmax_core.training.objectives import forward_noisy_half, on_policy_rollout, training_loss
 from dmax_core.training.schedule import learning_rate_at
 
 
@@ -21,16 +22,16 @@ def _batch(tokenizer, problems, model, n=96):
     g = torch.Generator().manual_seed(0)
     noisy = add_noise(data.clean_ids, data.prompt_lengths, sample_mask_ratios(len(data), 0.75, 0.75, g),
                       model.mask_token_id, g)
-    return data, noisy, training_attention_mask(n, 32), training_position_ids(n)
+    return data, noisy, training_layout(n, 32)
 
 
 def test_rollout_substitution_b3(tokenizer, tiny_model, problems):
-    data, noisy, mask, pos = _batch(tokenizer, problems[:4], tiny_model)
+    data, noisy, layout = _batch(tokenizer, problems[:4], tiny_model)
     flags = torch.tensor([True, False, True, False])
-    rolled = on_policy_rollout(tiny_model, noisy, data.clean_ids, flags, tiny_model.mask_token_id, pos, mask)
+    rolled = on_policy_rollout(tiny_model, noisy, data.clean_ids, flags, tiny_model.mask_token_id, layout)
     # independent recomputation of the argmax for flagged rows
     with torch.no_grad():
-        argmax = forward_noisy_half(tiny_model, noisy, data.clean_ids, pos, mask).argmax(-1)
+        argmax = forward_noisy_half(tiny_model, noisy, data.clean_ids, layout).argmax(-1)
     mask_id = tiny_model.mask_token_id
     for row in range(4):
         was_mask = noisy[row] == mask_id
@@ -43,6 +44,47 @@ def test_rollout_substitution_b3(tokenizer, tiny_model, problems):
         else:
             assert torch.equal(rolled[row], noisy[row])
     assert torch.equal(rolled[:, : int(data.prompt_lengths.min())], noisy[:, : int(data.prompt_lengths.min())])
+
+
+def test_trimmed_layout_gives_the_full_layouts_loss_gradients_and_rollout(tokenizer, tiny_model, problems):
+    """Dropping the label-free noisy blocks and the unread clean blocks is exact: the reference is the
+    untrimmed 2n-token layout of spec §1.2."""
+    n = 160  # 5 blocks: block 0 is prompt only, block 4 unlabelled pad
+    data, noisy, full = _batch(tokenizer, problems[:4], tiny_model, n=n)
+    labels = data.labels
+    span = labelled_block_span(labels, 32)
+    assert span is not None and span[0] >= 1 and span[1] < 4  # the test needs something to trim
+    trimmed = training_layout(n, 32, span)
+    assert trimmed.attention_mask.shape[0] < full.attention_mask.shape[0]
+
+    def loss_and_grads(layout):
+        tiny_model.zero_grad(set_to_none=True)
+        loss = training_loss(tiny_model, noisy, data.clean_ids, labels, layout)
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in tiny_model.parameters() if p.grad is not None]
+
+    loss_full, grads_full = loss_and_grads(full)
+    loss_trim, grads_trim = loss_and_grads(trimmed)
+    tiny_model.zero_grad(set_to_none=True)
+    assert torch.allclose(loss_full, loss_trim, rtol=1e-5, atol=1e-6)
+    assert len(grads_full) == len(grads_trim)
+    for g_full, g_trim in zip(grads_full, grads_trim, strict=True):
+        assert torch.allclose(g_full, g_trim, rtol=1e-4, atol=1e-6)
+
+    flags = torch.ones(4, dtype=torch.bool)
+    mask_id = tiny_model.mask_token_id
+    rolled_full = on_policy_rollout(tiny_model, noisy, data.clean_ids, flags, mask_id, full)
+    rolled_trim = on_policy_rollout(tiny_model, noisy, data.clean_ids, flags, mask_id, trimmed)
+    labelled = labels != IGNORE_INDEX
+    assert torch.equal(rolled_full[labelled], rolled_trim[labelled])
+
+
+def test_labelled_block_span_by_hand():
+    labels = torch.full((2, 100), IGNORE_INDEX)
+    assert labelled_block_span(labels, 32) is None
+    labels[0, 40] = 5
+    labels[1, 70] = 6
+    assert labelled_block_span(labels, 32) == (1, 2)
 
 
 def test_duplicate_for_oput_is_half_on_policy(tokenizer, problems):

@@ -10,16 +10,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dmax_core.diffusion import per_sequence_token_mean_ce
+from dmax_core.diffusion import TrainingLayout, per_sequence_token_mean_ce
 
 
-def forward_noisy_half(
-    model: nn.Module, noisy: torch.Tensor, clean: torch.Tensor, position_ids: torch.Tensor, mask: torch.Tensor
-) -> torch.Tensor:
-    """Logits of the noisy half of [noisy; clean] (the clean half is teacher-forced context only)."""
-    seq_len = noisy.shape[1]
-    logits = model(input_ids=torch.cat([noisy, clean], dim=1), position_ids=position_ids, attention_mask=mask)
-    return logits[:, :seq_len]
+def forward_noisy_half(model: nn.Module, noisy: torch.Tensor, clean: torch.Tensor, layout: TrainingLayout
+                       ) -> torch.Tensor:
+    """Logits [b, layout.noisy_length, V] of the kept noisy positions (the clean half is context only)."""
+    logits = model(input_ids=layout.input_ids(noisy, clean), position_ids=layout.position_ids,
+                   attention_mask=layout.attention_mask)
+    return logits[:, : layout.noisy_length]
 
 
 @torch.no_grad()
@@ -29,10 +28,12 @@ def on_policy_rollout(
     clean: torch.Tensor,
     flags: torch.Tensor,
     mask_id: int,
-    position_ids: torch.Tensor,
-    mask: torch.Tensor,
+    layout: TrainingLayout,
 ) -> torch.Tensor:
     """Return `noisy` with every MASK of flagged rows replaced by the current model's argmax (spec §2.2.3).
+
+    Only the positions `layout` keeps are rolled out; with a trimmed layout the others carry no label
+    and are read by no kept query, so leaving them masked changes nothing.
 
     Prompt positions are never MASK, so they are untouched; unflagged rows are returned as they are
     (the official code runs and discards their rollout; skipping it is equivalent). The argmax is
@@ -44,12 +45,14 @@ def on_policy_rollout(
     model.eval()
     try:
         rows = flags.nonzero().squeeze(1)
-        predictions = forward_noisy_half(model, noisy[rows], clean[rows], position_ids, mask).argmax(dim=-1)
+        predictions = forward_noisy_half(model, noisy[rows], clean[rows], layout).argmax(dim=-1)
     finally:
         model.train(was_training)
     updated = noisy.clone()
-    sub = updated[rows]
-    updated[rows] = torch.where(sub == mask_id, predictions, sub)
+    sub = updated[rows][:, layout.noisy]
+    kept = updated[rows]
+    kept[:, layout.noisy] = torch.where(sub == mask_id, predictions, sub)
+    updated[rows] = kept
     return updated
 
 
@@ -58,8 +61,9 @@ def training_loss(
     noisy: torch.Tensor,
     clean: torch.Tensor,
     labels: torch.Tensor,
-    position_ids: torch.Tensor,
-    mask: torch.Tensor,
+    layout: TrainingLayout,
 ) -> torch.Tensor:
-    """Mean over sequences of each sequence's token-mean CE on the noisy half (spec §1.3)."""
-    return per_sequence_token_mean_ce(forward_noisy_half(model, noisy, clean, position_ids, mask), labels)
+    """Mean over sequences of each sequence's token-mean CE on the noisy half (spec §1.3).
+
+    Every label must lie inside `layout.noisy` (the trainer trims to the labelled block span)."""
+    return per_sequence_token_mean_ce(forward_noisy_half(model, noisy, clean, layout), labels[:, layout.noisy])

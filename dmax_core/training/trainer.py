@@ -23,10 +23,11 @@ from tqdm.auto import tqdm
 from dmax_core.config import TrainConfig
 from dmax_core.diffusion import (
     IGNORE_INDEX,
+    TrainingLayout,
     add_noise,
+    labelled_block_span,
     sample_mask_ratios,
-    training_attention_mask,
-    training_position_ids,
+    training_layout,
 )
 from dmax_core.metric_logger import MetricLogger, NullLogger
 from dmax_core.training.checkpoint import found_fingerprint, latest_checkpoint, load_checkpoint, save_checkpoint
@@ -95,8 +96,7 @@ def train_model(
     total_steps = total_steps_for(cfg, len(data))
     seq_len = data.clean_ids.shape[1]
     device = accelerator.device
-    attention_mask = training_attention_mask(seq_len, block_length, device=device)
-    position_ids = training_position_ids(seq_len, device=device)
+    layouts: dict[tuple[int, int] | None, TrainingLayout] = {}  # one trimmed layout per labelled block span
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay
     )
@@ -136,11 +136,14 @@ def train_model(
         clean, labels = batch.clean_ids.to(device), batch.labels.to(device)
         if cfg.loss_positions == "masked":  # decided on the noise, before any rollout fills the masks
             labels = torch.where(noisy == mask_id, labels, torch.full_like(labels, IGNORE_INDEX))
+        # Skip the blocks that cannot touch the loss (exact; see diffusion.training_layout).
+        span = labelled_block_span(labels, block_length)
+        if span not in layouts:
+            layouts[span] = training_layout(seq_len, block_length, span, device=device)
+        layout = layouts[span]
         if cfg.objective == "oput":
-            noisy = on_policy_rollout(
-                model, noisy, clean, batch.flags.to(device), mask_id, position_ids, attention_mask
-            )
-        loss = training_loss(model, noisy, clean, labels, position_ids, attention_mask)
+            noisy = on_policy_rollout(model, noisy, clean, batch.flags.to(device), mask_id, layout)
+        loss = training_loss(model, noisy, clean, labels, layout)
         accelerator.backward(loss)
         grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
