@@ -97,7 +97,13 @@ def _labelled_pads(cfg: DmaxConfig, train_cfg) -> int:
     return cfg.block_length if train_cfg.labelled_pad_tokens is None else train_cfg.labelled_pad_tokens
 
 
-def _model_config(cfg: DmaxConfig, tokenizer) -> LLaDA2MoeConfig:
+def task_tokenizer(cfg: DmaxConfig):
+    """The word-level tokenizer of the embedded task at this preset's difficulty."""
+    return build_tokenizer(vocabulary(min_steps=cfg.task.min_steps, max_steps=cfg.task.max_steps))
+
+
+def model_config(cfg: DmaxConfig, tokenizer) -> LLaDA2MoeConfig:
+    """The preset's architecture with the tokenizer's vocabulary and special ids filled in."""
     ids = special_token_ids(tokenizer)
     arch = cfg.model.model_dump(exclude={"base_path"})
     needed = max(cfg.pretrain.max_seq_len, cfg.train.max_seq_len)
@@ -134,10 +140,9 @@ def pretrain(cfg: DmaxConfig, logger: MetricLogger | None = None) -> Path:
         return base_dir(cfg)
     _setup(cfg)
     splits = task_splits(cfg)
-    tokenizer = build_tokenizer(vocabulary(min_steps=cfg.task.min_steps, max_steps=cfg.task.max_steps))
-    model_config = _model_config(cfg, tokenizer)
+    tokenizer = task_tokenizer(cfg)
     torch.manual_seed(cfg.seed)
-    model = LLaDA2MoeForDiffusionLM(model_config)
+    model = LLaDA2MoeForDiffusionLM(model_config(cfg, tokenizer))
     data = encode_conversations(
         tokenizer, _train_pairs_from_problems(splits["train"]), cfg.pretrain.max_seq_len,
         _labelled_pads(cfg, cfg.pretrain),
