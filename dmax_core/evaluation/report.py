@@ -81,8 +81,8 @@ def plot_tradeoff(cells: list[dict[str, Any]], headline: dict[str, Any], path: P
             ax.annotate(name, (cell["tpf_mean"], 100 * cell["accuracy"]), textcoords="offset points",
                         xytext=(-10, -16), fontsize=8, fontweight="bold")
         title += f"  (ratio {headline['tpf_ratio']:.2f}x)"
-    else:
-        title += "  (headline not meaningful)"
+    else:  # a cross-seed summary passes its own note; a refused single-run headline says so
+        title += f"  ({headline.get('title_note') or 'headline not meaningful'})"
     ax.set_xlabel("tokens per forward (TPF, mean of per-sample ratios)")
     ax.set_ylabel("accuracy on held-out test split (%)")
     ax.set_title(title, fontsize=10)
