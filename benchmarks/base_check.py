@@ -1,7 +1,7 @@
 """Is a base model good enough for the DMax comparison? Pretrain (or reuse) a tiny base, then measure it.
 
     python benchmarks/base_check.py NAME [key=value ...]
-    python benchmarks/base_check.py s3 pretrain.steps=1600      # a figure in docs/results.md
+    python benchmarks/base_check.py s3 task.max_steps=3 pretrain.max_seq_len=64 train.max_seq_len=64 pretrain.steps=1600
 
 Runs `stages.pretrain` with the tiny preset plus overrides into runs/exp-NAME (resuming or reusing a
 finished run is the trainer's job), then decodes the first 100 held-out test problems with base +
