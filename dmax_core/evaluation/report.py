@@ -62,8 +62,10 @@ def headline_text(headline: dict[str, Any]) -> str:
     )
 
 
-def plot_tradeoff(cells: list[dict[str, Any]], headline: dict[str, Any], path: Path, title: str) -> Path:
-    """One line per {model, decoder} over the threshold sweep (test split), headline points circled."""
+def plot_tradeoff(cells: list[dict[str, Any]], headline: dict[str, Any] | None, path: Path, title: str) -> Path:
+    """One line per {model, decoder} over the threshold sweep (test split), headline points circled.
+
+    `headline=None` (a cross-seed summary, which has no single headline cell) leaves `title` as given."""
     fig, ax = plt.subplots(figsize=(7.5, 5))
     test = [c for c in cells if c["split"] == "test"]
     for key in sorted({(c["model"], c["decoder"]) for c in test}):
@@ -74,15 +76,15 @@ def plot_tradeoff(cells: list[dict[str, Any]], headline: dict[str, Any], path: P
         ax.plot(xs, ys, linestyle=line, marker=marker, color=color, label=f"{key[0]} + {key[1]}")
         for c, x, y in zip(points, xs, ys, strict=True):
             ax.annotate(f"{c['threshold']:g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
-    if headline.get("valid"):
+    if headline is not None and headline.get("valid"):
         for cell, name in ((headline["baseline"], "baseline"), (headline["dmax"], "DMax")):
             ax.scatter([cell["tpf_mean"]], [100 * cell["accuracy"]], s=220, facecolors="none",
                        edgecolors="black", linewidths=1.5)
             ax.annotate(name, (cell["tpf_mean"], 100 * cell["accuracy"]), textcoords="offset points",
                         xytext=(-10, -16), fontsize=8, fontweight="bold")
         title += f"  (ratio {headline['tpf_ratio']:.2f}x)"
-    else:  # a cross-seed summary passes its own note; a refused single-run headline says so
-        title += f"  ({headline.get('title_note') or 'headline not meaningful'})"
+    elif headline is not None:
+        title += "  (headline not meaningful)"
     ax.set_xlabel("tokens per forward (TPF, mean of per-sample ratios)")
     ax.set_ylabel("accuracy on held-out test split (%)")
     ax.set_title(title, fontsize=10)

@@ -49,10 +49,10 @@ def on_policy_rollout(
     finally:
         model.train(was_training)
     updated = noisy.clone()
-    sub = updated[rows][:, layout.noisy]
-    kept = updated[rows]
-    kept[:, layout.noisy] = torch.where(sub == mask_id, predictions, sub)
-    updated[rows] = kept
+    flagged = updated[rows]  # a copy (advanced indexing): edit it, then write it back
+    window = flagged[:, layout.noisy]
+    flagged[:, layout.noisy] = torch.where(window == mask_id, predictions, window)
+    updated[rows] = flagged
     return updated
 
 
