@@ -1,0 +1,74 @@
+"""Does fine-tuning on the trajectories cost one-token accuracy, and is it overfitting? (docs/results.md §4.2)
+
+    python benchmarks/finetune_drift.py check RUN_DIR [key=value ...]
+        One-token-per-forward (threshold 1.0) accuracy of RUN_DIR/base and RUN_DIR/dmax on the first 100
+        distillation prompts (in-sample for the fine-tuned model) and on the first 100 test problems.
+    python benchmarks/finetune_drift.py reference-trajectories SRC_RUN_DIR DST_RUN_DIR
+        Diagnosis only, a deviation from DMax: copy SRC's base and trajectories to DST with every answer
+        replaced by its reference chain (fresh digest), so `dmax train --preset tiny run_dir=DST ...`
+        fine-tunes on ground truth instead of the base's own answers.
+
+The overrides must be the task overrides the run was made with (e.g. task.min_steps=5 task.max_steps=6), so
+the test split and the generation length match. Prints one line per measurement and a final JSON line.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from dmax_core import stages
+from dmax_core.config import load_config
+from dmax_core.data.synthetic import Problem
+from dmax_core.evaluation.runner import build_policy, cell_metrics, decode_problems
+from dmax_core.io import atomic_write_json, load_bundle, sha256_file
+
+TRAJECTORIES = "trajectories/trajectories.parquet"
+
+
+def check(run_dir: Path, overrides: list[str]) -> None:
+    cfg = load_config("tiny", overrides)
+    table = pq.read_table(run_dir / TRAJECTORIES).slice(0, 100).to_pylist()
+    in_sample = [Problem(r["question"], r["reference_answer"], r["reference_answer"].split()[-1]) for r in table]
+    splits = {"in_sample": in_sample, "test": stages.task_splits(cfg)["test"][:100]}
+    results: dict[str, float] = {}
+    for name in ("base", "dmax"):
+        model, tokenizer = load_bundle(run_dir / name)
+        for split, problems in splits.items():
+            samples = decode_problems(model, tokenizer, problems, build_policy("threshold", 1.0),
+                                      gen_length=cfg.evaluate.gen_length, block_length=cfg.block_length)
+            results[f"{name}/{split}"] = cell_metrics(samples)["accuracy"]
+            print(f"{name} one-token accuracy on {split}: {results[f'{name}/{split}']:.3f}", flush=True)
+    print(json.dumps({"run_dir": str(run_dir), "overrides": overrides, "accuracy": results}))
+
+
+def reference_trajectories(src: Path, dst: Path) -> None:
+    if dst.exists():
+        raise SystemExit(f"{dst} exists; choose a new run directory")
+    (dst / "trajectories").mkdir(parents=True)
+    shutil.copytree(src / "base", dst / "base")
+    table = pq.read_table(src / TRAJECTORIES)
+    table = table.set_column(table.column_names.index("answer"), "answer", table.column("reference_answer"))
+    pq.write_table(table, dst / TRAJECTORIES)
+    manifest = json.loads((src / "trajectories" / "manifest.json").read_text())
+    manifest["digest"] = sha256_file(dst / TRAJECTORIES)
+    manifest["note"] = "answers replaced by the reference chains (diagnosis, not DMax)"
+    atomic_write_json(dst / "trajectories" / "manifest.json", manifest)
+    print(f"wrote {dst}: {table.num_rows} reference trajectories")
+
+
+def main() -> None:
+    if len(sys.argv) >= 3 and sys.argv[1] == "check":
+        check(Path(sys.argv[2]), sys.argv[3:])
+    elif len(sys.argv) == 4 and sys.argv[1] == "reference-trajectories":
+        reference_trajectories(Path(sys.argv[2]), Path(sys.argv[3]))
+    else:
+        raise SystemExit(__doc__)
+
+
+if __name__ == "__main__":
+    main()
