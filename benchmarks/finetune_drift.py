@@ -25,12 +25,20 @@ from dmax_core import stages
 from dmax_core.config import load_config
 from dmax_core.data.synthetic import Problem
 from dmax_core.evaluation.runner import build_policy, cell_metrics, decode_problems
-from dmax_core.io import atomic_write_json, load_bundle, sha256_file
+from dmax_core.io import StagingDirectory, atomic_write_json, load_bundle, sha256_file
 
-TRAJECTORIES = "trajectories/trajectories.parquet"
+TRAJECTORIES = f"trajectories/{stages.TRAJECTORY_FILE}"
+
+
+def _require(*paths: Path) -> None:
+    """A missing run input is a one-line error, not a pyarrow/safetensors traceback."""
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise SystemExit(f"missing: {', '.join(missing)} (run `dmax pretrain/distill/train` for that run_dir first)")
 
 
 def check(run_dir: Path, overrides: list[str]) -> None:
+    _require(run_dir / TRAJECTORIES, run_dir / "base", run_dir / "dmax")
     cfg = load_config("tiny", overrides)
     table = pq.read_table(run_dir / TRAJECTORIES).slice(0, 100).to_pylist()
     in_sample = [Problem(r["question"], r["reference_answer"], r["reference_answer"].split()[-1]) for r in table]
@@ -47,17 +55,20 @@ def check(run_dir: Path, overrides: list[str]) -> None:
 
 
 def reference_trajectories(src: Path, dst: Path) -> None:
+    """Build DST in a staging directory, so a failure leaves no half-written run behind."""
     if dst.exists():
         raise SystemExit(f"{dst} exists; choose a new run directory")
-    (dst / "trajectories").mkdir(parents=True)
-    shutil.copytree(src / "base", dst / "base")
+    _require(src / TRAJECTORIES, src / "trajectories" / "manifest.json", src / "base")
     table = pq.read_table(src / TRAJECTORIES)
     table = table.set_column(table.column_names.index("answer"), "answer", table.column("reference_answer"))
-    pq.write_table(table, dst / TRAJECTORIES)
     manifest = json.loads((src / "trajectories" / "manifest.json").read_text())
-    manifest["digest"] = sha256_file(dst / TRAJECTORIES)
     manifest["note"] = "answers replaced by the reference chains (diagnosis, not DMax)"
-    atomic_write_json(dst / "trajectories" / "manifest.json", manifest)
+    with StagingDirectory(dst) as staging:
+        (staging / "trajectories").mkdir(parents=True)
+        shutil.copytree(src / "base", staging / "base")
+        pq.write_table(table, staging / TRAJECTORIES)
+        manifest["digest"] = sha256_file(staging / TRAJECTORIES)
+        atomic_write_json(staging / "trajectories" / "manifest.json", manifest)
     print(f"wrote {dst}: {table.num_rows} reference trajectories")
 
 
