@@ -1,8 +1,9 @@
 """Does fine-tuning on the trajectories cost one-token accuracy, and is it overfitting? (docs/results.md §4.2)
 
     python benchmarks/finetune_drift.py check RUN_DIR [key=value ...]
-        One-token-per-forward (threshold 1.0) accuracy of RUN_DIR/base and RUN_DIR/dmax on the first 100
-        distillation prompts (in-sample for the fine-tuned model) and on the first 100 test problems.
+        One-token-per-forward (threshold 1.0) accuracy of RUN_DIR/base, and of RUN_DIR/dmax and RUN_DIR/control
+        where they exist, on the first 100 distillation prompts (in-sample for the fine-tuned models) and on the
+        first 100 test problems.
     python benchmarks/finetune_drift.py reference-trajectories SRC_RUN_DIR DST_RUN_DIR
         Diagnosis only, a deviation from DMax: copy SRC's base and trajectories to DST with every answer
         replaced by its reference chain (fresh digest), so `dmax train --preset tiny run_dir=DST ...`
@@ -38,13 +39,14 @@ def _require(*paths: Path) -> None:
 
 
 def check(run_dir: Path, overrides: list[str]) -> None:
-    _require(run_dir / TRAJECTORIES, run_dir / "base", run_dir / "dmax")
+    _require(run_dir / TRAJECTORIES, run_dir / "base")
+    models = [name for name in ("base", "dmax", "control") if (run_dir / name).is_dir()]
     cfg = load_config("tiny", overrides)
     table = pq.read_table(run_dir / TRAJECTORIES).slice(0, 100).to_pylist()
     in_sample = [Problem(r["question"], r["reference_answer"], r["reference_answer"].split()[-1]) for r in table]
     splits = {"in_sample": in_sample, "test": stages.task_splits(cfg)["test"][:100]}
     results: dict[str, float] = {}
-    for name in ("base", "dmax"):
+    for name in models:
         model, tokenizer = load_bundle(run_dir / name)
         for split, problems in splits.items():
             samples = decode_problems(model, tokenizer, problems, build_policy("threshold", 1.0),
