@@ -26,9 +26,13 @@ class _Strict(BaseModel):
 
 
 class TaskConfig(_Strict):
-    """The embedded running-total task (a GSM8K stand-in) and its splits."""
+    """The embedded synthetic task (`dmax_core.data.TASKS`) and its splits.
 
-    name: Literal["running_total"] = "running_total"
+    `min_steps`/`max_steps` bound the statements of an answer: operations of a running total, people of
+    a ledger.
+    """
+
+    name: Literal["running_total", "ledger"] = "running_total"
     n_train: int = Field(20000, ge=1)
     n_validation: int = Field(100, ge=1)
     n_test: int = Field(200, ge=1)

@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from dmax_core.config import DmaxConfig
-from dmax_core.data import Problem, make_splits, vocabulary
+from dmax_core.data import TASKS, Problem
 from dmax_core.env import device_name
 from dmax_core.errors import ConfigError, DataError
 from dmax_core.evaluation.headline import compute_headline
@@ -87,9 +87,12 @@ def _setup(cfg: DmaxConfig) -> None:
 def task_splits(cfg: DmaxConfig) -> dict[str, list[Problem]]:
     """The deterministic train/validation/test problems of the embedded task (no question overlap)."""
     t = cfg.task
-    return make_splits(
-        t.n_train, t.n_validation, t.n_test, t.seed, min_steps=t.min_steps, max_steps=t.max_steps
-    )
+    try:
+        return TASKS[t.name].make_splits(
+            t.n_train, t.n_validation, t.n_test, t.seed, min_steps=t.min_steps, max_steps=t.max_steps
+        )
+    except ValueError as exc:  # knobs the task cannot satisfy (too many people, too small a space)
+        raise ConfigError(f"task {t.name!r}: {exc}") from exc
 
 
 def _labelled_pads(cfg: DmaxConfig, train_cfg) -> int:
@@ -99,7 +102,11 @@ def _labelled_pads(cfg: DmaxConfig, train_cfg) -> int:
 
 def task_tokenizer(cfg: DmaxConfig):
     """The word-level tokenizer of the embedded task at this preset's difficulty."""
-    return build_tokenizer(vocabulary(min_steps=cfg.task.min_steps, max_steps=cfg.task.max_steps))
+    try:
+        words = TASKS[cfg.task.name].vocabulary(min_steps=cfg.task.min_steps, max_steps=cfg.task.max_steps)
+    except ValueError as exc:
+        raise ConfigError(f"task {cfg.task.name!r}: {exc}") from exc
+    return build_tokenizer(words)
 
 
 def model_config(cfg: DmaxConfig, tokenizer) -> LLaDA2MoeConfig:

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dmax_core.data.splits import draw_disjoint_splits
+
 __all__ = [
     "DEFAULT_ADD_VERBS",
     "DEFAULT_NAMES",
@@ -60,11 +62,16 @@ _DIGITS: tuple[str, ...] = tuple(str(v) for v in range(MAX_VALUE + 1))
 
 @dataclass(frozen=True)
 class Problem:
-    """One word problem. ``answer`` is the full chain of thought ending in ``#### <final_answer>``."""
+    """One word problem of a task: the question, one reference solution and the final answer.
+
+    ``task`` names the generator (``running_total``: ``answer`` is the chain ending in ``#### <final_answer>``;
+    ``ledger``: see ``dmax_core.data.ledger``), so the scorer can tell which rules apply.
+    """
 
     question: str
     answer: str
     final_answer: str
+    task: str = "running_total"
 
 
 @dataclass(frozen=True)
@@ -203,42 +210,11 @@ def make_splits(
     Raises ``ValueError`` when the knobs allow fewer distinct questions than requested, or when rejection
     sampling stalls because the request nearly exhausts the question space.
     """
-    sizes = {"test": n_test, "validation": n_val, "train": n_train}
-    for key, size in sizes.items():
-        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-            raise ValueError(f"n_{key} must be an int >= 0, got {size!r}")
     d = _difficulty(**difficulty)
-    requested = n_train + n_val + n_test
-    space = count_questions(**difficulty)
-    if requested > space:
-        raise ValueError(
-            f"requested {requested} distinct questions (train {n_train} + validation {n_val} + "
-            f"test {n_test}) but these difficulty settings allow only {space}; "
-            "widen the knobs (steps, names, objects, verbs)"
-        )
-    rng = random.Random(seed)
-    seen: set[str] = set()
-    out: dict[str, list[Problem]] = {}
-    # Rejection sampling; the budget is generous for requests well inside the space and fails loudly
-    # instead of looping (almost) forever when a request nearly exhausts it.
-    max_misses = 1000 + 50 * requested
-    misses = 0
-    for split in ("test", "validation", "train"):
-        problems: list[Problem] = []
-        while len(problems) < sizes[split]:
-            p = _generate_one(rng, d)
-            if p.question in seen:
-                misses += 1
-                if misses > max_misses:
-                    raise ValueError(
-                        f"could not draw {requested} distinct questions after {misses} duplicate draws "
-                        f"(space {space}); the request is too close to the size of the question space"
-                    )
-                continue
-            seen.add(p.question)
-            problems.append(p)
-        out[split] = problems
-    return {"train": out["train"], "validation": out["validation"], "test": out["test"]}
+    return draw_disjoint_splits(
+        lambda rng: _generate_one(rng, d), lambda p: p.question, n_train, n_val, n_test, seed,
+        count_questions(**difficulty),
+    )
 
 
 def save_problems(problems: Iterable[Problem], path: str | os.PathLike[str]) -> Path:
@@ -250,7 +226,8 @@ def save_problems(problems: Iterable[Problem], path: str | os.PathLike[str]) -> 
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             for p in problems:
-                row = {"question": p.question, "answer": p.answer, "final_answer": p.final_answer}
+                row = {"question": p.question, "answer": p.answer, "final_answer": p.final_answer,
+                       "task": p.task}
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
         os.replace(tmp, path)
     except BaseException:
@@ -281,5 +258,8 @@ def load_problems(path: str | os.PathLike[str]) -> list[Problem]:
             bad = [k for k in fields if not isinstance(row[k], str)]
             if bad:
                 raise ValueError(f"{path}:{lineno}: field(s) {bad} must be strings")
-            problems.append(Problem(row["question"], row["answer"], row["final_answer"]))
+            task = row.get("task", "running_total")  # files written before tasks were named
+            if not isinstance(task, str):
+                raise ValueError(f"{path}:{lineno}: field 'task' must be a string")
+            problems.append(Problem(row["question"], row["answer"], row["final_answer"], task))
     return problems
