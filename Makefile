@@ -34,9 +34,9 @@ format: install
 	$(BIN)/ruff format dmax_core tests flows
 
 # Regenerates the small trained base checkpoint used by tests (tests/assets/tiny-base): the tiny base
-# pretrained for 2000 steps (~25 min on 2 cores), which is past the accuracy phase change.
+# (ledger task, 3000 steps, ~12 min on 2 cores), past the accuracy phase change.
 asset: install
-	$(BIN)/python scripts/make_test_asset.py pretrain.steps=2000
+	$(BIN)/python scripts/make_test_asset.py
 
 clean:
 	rm -rf runs

@@ -1,4 +1,4 @@
-"""Does fine-tuning on the trajectories cost one-token accuracy, and is it overfitting? (docs/results.md §4.2)
+"""Does fine-tuning on the trajectories cost one-token accuracy, and is it overfitting? (docs/results-running-total.md §4.2)
 
     python benchmarks/finetune_drift.py check RUN_DIR [key=value ...]
         One-token-per-forward (threshold 1.0) accuracy of RUN_DIR/base, and of RUN_DIR/dmax and RUN_DIR/control
@@ -9,8 +9,9 @@
         replaced by its reference chain (fresh digest), so `dmax train --preset tiny run_dir=DST ...`
         fine-tunes on ground truth instead of the base's own answers.
 
-The overrides must be the task overrides the run was made with (e.g. task.min_steps=5 task.max_steps=6), so
-the test split and the generation length match. Prints one line per measurement and a final JSON line.
+The overrides must be the preset and task overrides the run was made with (e.g. `--preset running_total
+task.min_steps=5 task.max_steps=6`; the default preset is `tiny`), so the test split, the scorer and the
+generation length match. Prints one line per measurement and a final JSON line.
 """
 
 from __future__ import annotations
@@ -41,9 +42,16 @@ def _require(*paths: Path) -> None:
 def check(run_dir: Path, overrides: list[str]) -> None:
     _require(run_dir / TRAJECTORIES, run_dir / "base")
     models = [name for name in ("base", "dmax", "control") if (run_dir / name).is_dir()]
-    cfg = load_config("tiny", overrides)
+    preset = "tiny"
+    if "--preset" in overrides:
+        at = overrides.index("--preset")
+        preset = overrides[at + 1]
+        overrides = overrides[:at] + overrides[at + 2 :]
+    cfg = load_config(preset, overrides)
     table = pq.read_table(run_dir / TRAJECTORIES).slice(0, 100).to_pylist()
-    in_sample = [Problem(r["question"], r["reference_answer"], r["reference_answer"].split()[-1]) for r in table]
+    # final_answer is read only by the running-total scorer (the integer after ####).
+    in_sample = [Problem(r["question"], r["reference_answer"], r["reference_answer"].split()[-1], cfg.task.name)
+                 for r in table]
     splits = {"in_sample": in_sample, "test": stages.task_splits(cfg)["test"][:100]}
     results: dict[str, float] = {}
     for name in models:

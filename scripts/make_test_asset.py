@@ -1,6 +1,6 @@
 """Regenerate tests/assets/tiny-base: the trained tiny base model used by fast behaviour tests.
 
-    make asset            # = python scripts/make_test_asset.py pretrain.steps=2000  (runs the tiny pretrain)
+    make asset            # = python scripts/make_test_asset.py  (runs the tiny pretrain, ~12 min)
     python scripts/make_test_asset.py --from runs/tiny/base   # reuse an existing pretrain output
 
 The weights are stored in bf16 (about 2.5 MB) to keep the repository small; tests load them as fp32.
@@ -34,7 +34,7 @@ def main() -> None:
     model, tokenizer = load_bundle(source)
     info = json.loads((source / "dmax_bundle.json").read_text()) if (source / "dmax_bundle.json").is_file() else {}
     info.update({"asset_of": str(source), "stored_dtype": "bfloat16",
-                 "regenerate": "make asset  (= python scripts/make_test_asset.py pretrain.steps=2000)"})
+                 "regenerate": "make asset  (= python scripts/make_test_asset.py)"})
     shutil.rmtree(ASSET, ignore_errors=True)
     save_bundle(model.to(torch.bfloat16), tokenizer, ASSET, info)
     print(f"wrote {ASSET}")

@@ -1,7 +1,8 @@
 """Real behaviour on a trained tiny base model (tests/assets/tiny-base, regenerate with `make asset`).
 
-The asset is fixed and decoding is greedy, so these results are deterministic; the thresholds below
-are properties any adequately trained base must have, not numbers tuned to this file.
+The asset is the `tiny` preset's base (ledger task). It is fixed and decoding is greedy, so these
+results are deterministic; the thresholds below are properties any adequately trained base must have,
+not numbers tuned to this file.
 """
 
 from pathlib import Path
@@ -40,6 +41,19 @@ def test_parallel_threshold_decoding_commits_several_tokens_per_forward(trained)
     metrics = cell_metrics(decode_problems(model, tokenizer, problems[:20], ThresholdPolicy(0.7),
                                            gen_length=48, block_length=32))
     assert metrics["tpf_mean"] > 1.5, metrics
+
+
+def test_fully_parallel_decoding_is_incoherent(trained):
+    """The ledger's answers are multi-modal (a uniform tie of opening words shifts later positions), so
+    committing every position of a block in one forward must mix phrasings: this is the error
+    accumulation DMax targets, and a base that showed none would make the benchmark meaningless."""
+    model, tokenizer, problems = trained
+    one = cell_metrics(decode_problems(model, tokenizer, problems[:30], ThresholdPolicy(1.0),
+                                       gen_length=48, block_length=32))
+    parallel = cell_metrics(decode_problems(model, tokenizer, problems[:30], ThresholdPolicy(0.0),
+                                            gen_length=48, block_length=32))
+    assert parallel["accuracy"] <= one["accuracy"] - 0.5, (one, parallel)
+    assert parallel["tpf_mean"] > 3 * one["tpf_mean"]
 
 
 @pytest.mark.parametrize("policy", [ThresholdPolicy(0.9), SPDPolicy(0.5)], ids=["threshold", "spd"])
