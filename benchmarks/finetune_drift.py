@@ -1,4 +1,6 @@
-"""Does fine-tuning on the trajectories cost one-token accuracy, and is it overfitting? (docs/results-running-total.md §4.2)
+"""Does fine-tuning on the trajectories cost one-token accuracy, and is it overfitting?
+
+(docs/results-running-total.md §4.2)
 
     python benchmarks/finetune_drift.py check RUN_DIR [key=value ...]
         One-token-per-forward (threshold 1.0) accuracy of RUN_DIR/base, and of RUN_DIR/dmax and RUN_DIR/control

@@ -1,12 +1,13 @@
 """The "ledger" task: several people, one transaction each, and answers phrased in several ways.
 
-Why this task exists (docs/results.md §3 and §8 tell the measured story): on the running-total task every
-answer step needs the previous step's result, so no decoder can finish more than about one step per
-forward, and its answers are nearly deterministic, so the threshold baseline is already fast. GSM8K is
-different on both counts: a solution has about one dependency per 20-30-token sentence, and the same
-solution can be written in many ways, so a model trained on human text spreads its probability over
-phrasings. That spread is what makes the threshold baseline slow (a token waits until it is confident)
-and parallel decoding incoherent (neighbouring positions pick different phrasings). This task keeps both
+Why this task exists (docs/results.md §6 and docs/results-running-total.md §3 tell the measured story):
+on the running-total task every answer step needs the previous step's result, so no decoder can finish
+more than about one step per forward, and its answers are nearly deterministic, so the threshold
+baseline is already fast. GSM8K is different on both counts: a solution has about one dependency per
+20-30-token sentence, and the same solution can be written in many ways, so a model trained on human
+text spreads its probability over phrasings. That spread is what makes the threshold baseline slow (a
+token waits until it is confident) and parallel decoding incoherent (neighbouring positions pick
+different phrasings). This task keeps both
 properties at CPU scale:
 
     question: Mia has 3 and finds 4 . Tom has 8 and loses 2 . Ana has 5 and wins 1 . How many now ?
@@ -24,7 +25,7 @@ properties at CPU scale:
     (p < 0.9, so the threshold decoder waits for them) but its greedy choice is the frequent one, so its
     own trajectories are consistent and a self-distilled model can become confident about them.
 
-Why these choices (docs/results.md §8): a first version listed the people in a random order; the
+Why these choices (docs/results.md §6): a first version listed the people in a random order; the
 1.25 M-parameter model did not learn to look a person's numbers up by name within 4000 steps (5 %
 one-token accuracy). A second one used uniform ties everywhere (also for the first statement and the
 operand order); its OPUT model could not learn the base's arbitrary tie-breaks, stayed unsure, and SPD
