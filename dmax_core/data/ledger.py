@@ -7,8 +7,7 @@ baseline is already fast. GSM8K is different on both counts: a solution has abou
 20-30-token sentence, and the same solution can be written in many ways, so a model trained on human
 text spreads its probability over phrasings. That spread is what makes the threshold baseline slow (a
 token waits until it is confident) and parallel decoding incoherent (neighbouring positions pick
-different phrasings). This task keeps both
-properties at CPU scale:
+different phrasings). This task keeps both properties at CPU scale:
 
     question: Mia has 3 and finds 4 . Tom has 8 and loses 2 . Ana has 5 and wins 1 . How many now ?
     answer:   Mia has 3 + 4 = 7 . so Tom now has 8 - 2 = 6 . Ana has 1 + 5 = 6 .
