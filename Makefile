@@ -33,8 +33,8 @@ lint: install
 format: install
 	$(BIN)/ruff format dmax_core tests flows
 
-# Regenerates the small trained base checkpoint used by tests (tests/assets/tiny-base): the tiny base
-# (ledger task, 3000 steps, ~12 min on 2 cores), past the accuracy phase change.
+# Regenerates the small trained base checkpoint used by tests (tests/assets/tiny-base): the ledger
+# preset's base (3000 steps, ~12 min on 2 cores), past the accuracy phase change.
 asset: install
 	$(BIN)/python scripts/make_test_asset.py
 

@@ -1,7 +1,8 @@
 """Issue 4's reproduction benchmark: train from scratch per seed, run the 2x2 ablation plus the
 self-distillation-only control, and summarise the headline ratio over seeds.
 
-    dmax benchmark --preset tiny --seeds 0 1 2          # writes runs/benchmark-tiny/{seed-N/, summary/}
+    dmax benchmark --preset ledger --seeds 0 1 2        # writes runs/benchmark-ledger/{seed-N/, summary/}
+    dmax benchmark --preset tiny --seeds 0 1 2          # the shorter `make pipeline` default, 3 seeds
 
 Per seed: pretrain -> distill -> train (OPUT) -> train (plain SFT on the same data and steps, the
 control) -> evaluate {base, dmax, control} x {threshold, spd} x thresholds -> report. The summary

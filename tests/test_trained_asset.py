@@ -1,8 +1,8 @@
 """Real behaviour on a trained tiny base model (tests/assets/tiny-base, regenerate with `make asset`).
 
-The asset is the `tiny` preset's base (ledger task). It is fixed and decoding is greedy, so these
-results are deterministic; the thresholds below are properties any adequately trained base must have,
-not numbers tuned to this file.
+The asset is the `ledger` preset's base (the 3-seed benchmark's seed 0). It is fixed and decoding is
+greedy, so these results are deterministic; the thresholds below are properties any adequately
+trained base must have, not numbers tuned to this file.
 """
 
 from pathlib import Path
