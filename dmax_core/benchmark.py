@@ -19,7 +19,7 @@ from typing import Any
 from dmax_core import stages
 from dmax_core.config import load_config
 from dmax_core.evaluation.criteria import summarize_seeds
-from dmax_core.evaluation.report import markdown_table, plot_tradeoff
+from dmax_core.evaluation.report import markdown_table, plot_tradeoff, sweep_table
 from dmax_core.io import atomic_write_json, atomic_write_text
 
 
@@ -79,7 +79,8 @@ def render_summary(summary: dict[str, Any], command: str) -> str:
     for name, value in summary["criteria_on_means"].items():
         per = [summary["per_seed_criteria"][s][name] for s in summary["per_seed_criteria"]]
         lines.append(f"| {name} | {value} | " + " | ".join(str(v) for v in per) + " |")
-    lines += ["", "## Mean over seeds (test split)", "", markdown_table(summary["mean_cells"], "test"), "",
+    lines += ["", "## Mean over seeds (test split)", "", "Accuracy % (mean ± std over seeds) / TPF per threshold:", "",
+              sweep_table(summary["mean_cells"], "test"), "", markdown_table(summary["mean_cells"], "test"), "",
               "Accuracy/TPF std over seeds are in summary.json (`*_std`).", "", "![trade-off](tradeoff.png)"]
     return "\n".join(lines) + "\n"
 

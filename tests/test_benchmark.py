@@ -64,3 +64,15 @@ def test_benchmark_plumbing_on_smoke(tmp_path):
     assert "dmax benchmark --preset smoke --seeds 0" in text
     # the smoke model is untrained: the product must refuse the comparison, not print a ratio
     assert summary["all_seeds_valid"] is False and "under-trained" in text
+
+
+def test_sweep_table_is_one_row_per_model_and_decoder():
+    from dmax_core.evaluation.report import sweep_table
+
+    table = sweep_table(dmax_like()["cells"]).splitlines()
+    assert table[0] == "| model + decoder | 1 | 0.9 | 0.5 |"
+    assert table[2] == "| base + spd | – | 40.0 / 2.00 | 30.0 / 2.00 |"
+    assert table[3] == "| base + threshold | 98.0 / 0.80 | 97.5 / 3.00 | 80.0 / 8.00 |"
+    assert len(table) == 5  # header, rule, base+spd, base+threshold, dmax+spd: validation cells excluded
+    spread = sweep_table([{**cell("dmax", "spd", 0.5, 0.985, 8.0), "accuracy_std": 0.015}])
+    assert spread.splitlines()[2] == "| dmax + spd | 98.5 ± 1.5 / 8.00 |"

@@ -50,6 +50,29 @@ def markdown_table(cells: list[dict[str, Any]], split: str = "test") -> str:
     return "\n".join(lines)
 
 
+def sweep_table(cells: list[dict[str, Any]], split: str = "test") -> str:
+    """The sweep at a glance: one row per {model, decoder}, one column per threshold, "accuracy % / TPF".
+
+    The long table has every measurement; this is the shape a reader compares with the paper's figure.
+    Cross-seed cells (with `accuracy_std`) show the accuracy as mean ± std over seeds."""
+    rows = [c for c in cells if c["split"] == split]
+    thresholds = sorted({c["threshold"] for c in rows}, reverse=True)
+    lines = ["| model + decoder | " + " | ".join(f"{t:g}" for t in thresholds) + " |",
+             "|---|" + "---|" * len(thresholds)]
+    for key in sorted({(c["model"], c["decoder"]) for c in rows}):
+        by_threshold = {c["threshold"]: c for c in rows if (c["model"], c["decoder"]) == key}
+        entries = []
+        for t in thresholds:
+            c = by_threshold.get(t)
+            if c is None:
+                entries.append("–")
+                continue
+            spread = f" ± {100 * c['accuracy_std']:.1f}" if "accuracy_std" in c else ""
+            entries.append(f"{100 * c['accuracy']:.1f}{spread} / {c['tpf_mean']:.2f}")
+        lines.append(f"| {key[0]} + {key[1]} | " + " | ".join(entries) + " |")
+    return "\n".join(lines)
+
+
 def headline_text(headline: dict[str, Any]) -> str:
     if not headline.get("valid"):
         return f"**Headline not computed:** {headline.get('reason', 'unknown reason')}"
@@ -107,6 +130,10 @@ def render_markdown(metrics: dict[str, Any], plot_name: str = "tradeoff.png") ->
         headline_text(metrics["headline"]),
         "",
         "## Test split" + ("" if metrics["headline"].get("valid") else " (raw measurements, no comparison)"),
+        "",
+        "Accuracy % / TPF per threshold:",
+        "",
+        sweep_table(metrics["cells"], "test"),
         "",
         markdown_table(metrics["cells"], "test"),
     ]
