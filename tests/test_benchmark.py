@@ -76,3 +76,11 @@ def test_sweep_table_is_one_row_per_model_and_decoder():
     assert len(table) == 5  # header, rule, base+spd, base+threshold, dmax+spd: validation cells excluded
     spread = sweep_table([{**cell("dmax", "spd", 0.5, 0.985, 8.0), "accuracy_std": 0.015}])
     assert spread.splitlines()[2] == "| dmax + spd | 98.5 ± 1.5 / 8.00 |"
+
+
+def test_a_loss_of_exactly_one_pp_passes_the_ratio_criterion():
+    m = dmax_like()
+    m["headline"] = {**m["headline"], "accuracy_delta_pp": 100 * (0.99 - 1.0)}  # -1.0000000000000009
+    assert reproduction_criteria(m)["ratio_ge_2_5"] is True
+    m["headline"] = {**m["headline"], "accuracy_delta_pp": -1.5}
+    assert reproduction_criteria(m)["ratio_ge_2_5"] is False
