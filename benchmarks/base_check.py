@@ -18,7 +18,7 @@ import sys
 import time
 
 from dmax_core import stages
-from dmax_core.config import load_config
+from dmax_core.config import load_config, pop_preset_flag
 from dmax_core.evaluation.runner import build_policy, cell_metrics, decode_problems
 from dmax_core.io import load_bundle
 
@@ -28,12 +28,8 @@ SPD_THRESHOLDS = (0.9, 0.5, 0.0)
 def main() -> None:
     if len(sys.argv) < 2:
         raise SystemExit(__doc__)
-    name, *overrides = sys.argv[1:]
-    preset = "tiny"
-    if "--preset" in overrides:
-        at = overrides.index("--preset")
-        preset = overrides[at + 1]
-        del overrides[at : at + 2]
+    name, *args = sys.argv[1:]
+    preset, overrides = pop_preset_flag(args)
     cfg = load_config(preset, [f"run_dir=runs/exp-{name}", *overrides])
     cells = [("threshold", t) for t in cfg.evaluate.thresholds] + [("spd", t) for t in SPD_THRESHOLDS]
     started = time.perf_counter()

@@ -26,7 +26,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from dmax_core import stages
-from dmax_core.config import load_config
+from dmax_core.config import load_config, pop_preset_flag
 from dmax_core.data.synthetic import Problem
 from dmax_core.evaluation.runner import build_policy, cell_metrics, decode_problems
 from dmax_core.io import StagingDirectory, atomic_write_json, load_bundle, sha256_file
@@ -44,11 +44,7 @@ def _require(*paths: Path) -> None:
 def check(run_dir: Path, overrides: list[str]) -> None:
     _require(run_dir / TRAJECTORIES, run_dir / "base")
     models = [name for name in ("base", "dmax", "control") if (run_dir / name).is_dir()]
-    preset = "tiny"
-    if "--preset" in overrides:
-        at = overrides.index("--preset")
-        preset = overrides[at + 1]
-        overrides = overrides[:at] + overrides[at + 2 :]
+    preset, overrides = pop_preset_flag(overrides)
     cfg = load_config(preset, overrides)
     table = pq.read_table(run_dir / TRAJECTORIES).slice(0, 100).to_pylist()
     # final_answer is read only by the running-total scorer (the integer after ####).

@@ -288,6 +288,19 @@ def build_config(data: dict[str, Any]) -> DmaxConfig:
         raise ConfigError(_format_validation_error(exc)) from None
 
 
+def pop_preset_flag(args: list[str], default: str = "tiny") -> tuple[str, list[str]]:
+    """Split `--preset NAME` out of a benchmark script's free-form `key=value` arguments.
+
+    The scripts take overrides positionally (like the CLI), so the flag is picked out by hand; one helper
+    keeps them from each growing their own copy."""
+    if "--preset" not in args:
+        return default, list(args)
+    at = args.index("--preset")
+    if at + 1 >= len(args):
+        raise ConfigError("--preset needs a preset name")
+    return args[at + 1], args[:at] + args[at + 2 :]
+
+
 def load_config(preset: str | Path = "tiny", overrides: list[str] | tuple[str, ...] = ()) -> DmaxConfig:
     """Read a preset (name in params/ or YAML path), apply overrides, validate."""
     return build_config(apply_overrides(_read_preset(preset), list(overrides)))

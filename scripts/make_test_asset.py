@@ -1,6 +1,6 @@
 """Regenerate tests/assets/tiny-base: the trained ledger base model used by fast behaviour tests.
 
-    make asset            # = python scripts/make_test_asset.py  (runs the ledger pretrain, ~12 min)
+    make asset            # = python scripts/make_test_asset.py pretrain.seed=1000  (ledger pretrain, ~12 min)
     python scripts/make_test_asset.py --from runs/benchmark-ledger/seed-0/base   # the committed asset
 
 The committed asset is the 3-seed benchmark's seed-0 base (`ledger` preset, pretrain.seed=1000): the
@@ -39,7 +39,7 @@ def main() -> None:
     model, tokenizer = load_bundle(source)
     info = json.loads((source / "dmax_bundle.json").read_text()) if (source / "dmax_bundle.json").is_file() else {}
     info.update({"asset_of": str(source), "stored_dtype": "bfloat16",
-                 "regenerate": "make asset  (= python scripts/make_test_asset.py)"})
+                 "regenerate": "make asset  (= python scripts/make_test_asset.py pretrain.seed=1000)"})
     shutil.rmtree(ASSET, ignore_errors=True)
     save_bundle(model.to(torch.bfloat16), tokenizer, ASSET, info)
     print(f"wrote {ASSET}")
