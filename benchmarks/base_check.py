@@ -4,7 +4,7 @@
     python benchmarks/base_check.py s3 --preset running_total task.max_steps=3 pretrain.max_seq_len=64 \
         train.max_seq_len=64 pretrain.steps=1600
 
-Runs `stages.pretrain` with the preset (default `tiny`) plus overrides into runs/exp-NAME (resuming or
+Runs the `pretrain` stage with the preset (default `tiny`) plus overrides into runs/exp-NAME (resuming or
 reusing a finished run is the trainer's job), then decodes the first 100 held-out test problems with
 base + threshold at every threshold of the preset's sweep and base + SPD {0.9, 0.5, 0.0}. Prints one
 line per cell and a final JSON line (nanochat style) so scripts can read the figures. Setting: batch 1,
@@ -17,10 +17,13 @@ import json
 import sys
 import time
 
-from dmax_core import stages
+from dmax_core.bundle import load_bundle
 from dmax_core.config import load_config, pop_preset_flag
-from dmax_core.evaluation.runner import build_policy, cell_metrics, decode_problems
-from dmax_core.io import load_bundle
+from dmax_core.decoding import build_policy
+from dmax_core.evaluation.records import Cell
+from dmax_core.evaluation.runner import decode_problems
+from dmax_core.stages import run_stage
+from dmax_core.stages.common import task_of
 
 SPD_THRESHOLDS = (0.9, 0.5, 0.0)
 
@@ -34,19 +37,21 @@ def main() -> None:
     cells = [("threshold", t) for t in cfg.evaluate.thresholds] + [("spd", t) for t in SPD_THRESHOLDS]
     started = time.perf_counter()
     if not (cfg.run_dir / "base" / "model.safetensors").is_file():
-        stages.pretrain(cfg)
+        run_stage("pretrain", cfg)
     pretrain_seconds = time.perf_counter() - started
     model, tokenizer = load_bundle(cfg.run_dir / "base")
-    problems = stages.task_splits(cfg)["test"][:100]
+    task = task_of(cfg)
+    problems = task.splits()["test"][:100]
     results = {"name": name, "preset": preset, "overrides": overrides, "pretrain_seconds": pretrain_seconds,
                "cells": []}
     for decoder, threshold in cells:
-        samples = decode_problems(model, tokenizer, problems, build_policy(decoder, threshold),
-                                  gen_length=cfg.evaluate.gen_length, block_length=cfg.block_length)
-        m = cell_metrics(samples)
-        results["cells"].append({"decoder": decoder, "threshold": threshold, **m})
-        print(f"{name} base+{decoder}@{threshold:g}: accuracy {m['accuracy']:.3f}, TPF {m['tpf_mean']:.2f}, "
-              f"NFE {m['nfe_mean']:.1f} (n={m['n']})", flush=True)
+        policy = build_policy(decoder, threshold, cfg.decoding.knobs(decoder))
+        samples = decode_problems(model, tokenizer, task, problems, policy, gen_length=cfg.evaluate.gen_length,
+                                  block_length=cfg.block_length)
+        cell = Cell.from_samples("base", decoder, threshold, "test", samples)
+        results["cells"].append(cell.to_json())
+        print(f"{name} {cell.label}: accuracy {cell.accuracy:.3f}, TPF {cell.tpf:.2f}, NFE {cell.nfe:.1f} "
+              f"(n={cell.n})", flush=True)
     print(json.dumps(results))
 
 

@@ -25,13 +25,17 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from dmax_core import stages
+from dmax_core.bundle import load_bundle
 from dmax_core.config import load_config, pop_preset_flag
-from dmax_core.data.synthetic import Problem
-from dmax_core.evaluation.runner import build_policy, cell_metrics, decode_problems
-from dmax_core.io import StagingDirectory, atomic_write_json, load_bundle, sha256_file
+from dmax_core.decoding import build_policy
+from dmax_core.evaluation.records import Cell
+from dmax_core.evaluation.runner import decode_problems
+from dmax_core.files import atomic_directory, atomic_write_json, sha256_file
+from dmax_core.stages.common import task_of
+from dmax_core.tasks import Problem
+from dmax_core.trajectories import TRAJECTORY_FILE
 
-TRAJECTORIES = f"trajectories/{stages.TRAJECTORY_FILE}"
+TRAJECTORIES = f"trajectories/{TRAJECTORY_FILE}"
 
 
 def _require(*paths: Path) -> None:
@@ -50,14 +54,15 @@ def check(run_dir: Path, overrides: list[str]) -> None:
     # final_answer is read only by the running-total scorer (the integer after ####).
     in_sample = [Problem(r["question"], r["reference_answer"], r["reference_answer"].split()[-1], cfg.task.name)
                  for r in table]
-    splits = {"in_sample": in_sample, "test": stages.task_splits(cfg)["test"][:100]}
+    task = task_of(cfg)
+    splits = {"in_sample": in_sample, "test": task.splits()["test"][:100]}
     results: dict[str, float] = {}
     for name in models:
         model, tokenizer = load_bundle(run_dir / name)
         for split, problems in splits.items():
-            samples = decode_problems(model, tokenizer, problems, build_policy("threshold", 1.0),
+            samples = decode_problems(model, tokenizer, task, problems, build_policy("threshold", 1.0),
                                       gen_length=cfg.evaluate.gen_length, block_length=cfg.block_length)
-            results[f"{name}/{split}"] = cell_metrics(samples)["accuracy"]
+            results[f"{name}/{split}"] = Cell.from_samples(name, "threshold", 1.0, split, samples).accuracy
             print(f"{name} one-token accuracy on {split}: {results[f'{name}/{split}']:.3f}", flush=True)
     print(json.dumps({"run_dir": str(run_dir), "overrides": overrides, "accuracy": results}))
 
@@ -71,8 +76,8 @@ def reference_trajectories(src: Path, dst: Path) -> None:
     table = table.set_column(table.column_names.index("answer"), "answer", table.column("reference_answer"))
     manifest = json.loads((src / "trajectories" / "manifest.json").read_text())
     manifest["note"] = "answers replaced by the reference chains (diagnosis, not DMax)"
-    with StagingDirectory(dst) as staging:
-        (staging / "trajectories").mkdir(parents=True)
+    with atomic_directory(dst) as staging:
+        (staging / "trajectories").mkdir()
         shutil.copytree(src / "base", staging / "base")
         pq.write_table(table, staging / TRAJECTORIES)
         manifest["digest"] = sha256_file(staging / TRAJECTORIES)

@@ -18,11 +18,11 @@ import time
 
 import torch
 
-from dmax_core import stages
 from dmax_core.config import load_config
 from dmax_core.diffusion import add_noise, labelled_block_span, sample_mask_ratios, training_layout
 from dmax_core.env import device_name
 from dmax_core.models import LLaDA2MoeForDiffusionLM
+from dmax_core.stages.common import model_config, task_splits, task_tokenizer
 from dmax_core.training import encode_conversations
 from dmax_core.training.objectives import training_loss
 
@@ -33,11 +33,11 @@ def main() -> None:
     cfg = load_config("tiny", sys.argv[1:])
     torch.manual_seed(0)
     torch.set_num_threads(cfg.num_threads or torch.get_num_threads())
-    tokenizer = stages.task_tokenizer(cfg)
-    problems = stages.task_splits(cfg)["train"][: cfg.pretrain.batch_size]
+    tokenizer = task_tokenizer(cfg)
+    problems = task_splits(cfg)["train"][: cfg.pretrain.batch_size]
     n, block = cfg.pretrain.max_seq_len, cfg.block_length
     data = encode_conversations(tokenizer, [(p.question, p.answer) for p in problems], n, block)
-    model = LLaDA2MoeForDiffusionLM(stages.model_config(cfg, tokenizer))
+    model = LLaDA2MoeForDiffusionLM(model_config(cfg, tokenizer))
     model.init_weights(0)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     generator = torch.Generator().manual_seed(0)

@@ -1,7 +1,8 @@
-"""`dmax` command line: one subcommand per stage plus `pipeline` and `config`.
+"""`dmax` command line, derived from the stage table: one subcommand per stage, plus `pipeline`,
+`config` and `benchmark`.
 
     dmax pipeline --preset tiny
-    dmax train --preset smoke train.lr=3e-4 seed=1
+    dmax train --preset smoke train.lr=3e-4 seed=1 --track
 
 User errors (bad config keys, missing or corrupt files) print one line and exit with status 2;
 nothing half-written is left behind because every stage writes atomically.
@@ -15,22 +16,20 @@ from collections.abc import Sequence
 
 from dmax_core.errors import DmaxError
 
-STAGE_HELP = {
-    "pretrain": "block-diffusion SFT of the tiny base model from scratch",
-    "distill": "the base model answers training prompts -> trajectory dataset",
-    "train": "OPUT fine-tuning on the trajectories -> the DMax model",
-    "evaluate": "{base, dmax} x {threshold, spd} x thresholds on held-out problems",
-    "report": "markdown table and TPF-vs-accuracy plot from the evaluation",
-    "pipeline": "all stages in order",
+COMMANDS = {
+    "pipeline": "all stages in order (pretrain only when the preset trains its own base model)",
     "config": "print the resolved configuration (YAML) and exit",
-    "benchmark": "issue-4 reproduction: per seed pretrain..OPUT + control, ablation grid, summary over seeds",
+    "benchmark": "the DMax reproduction benchmark: per seed pretrain..OPUT + control, ablation grid, summary",
 }
 
 
 def _parser() -> argparse.ArgumentParser:
+    from dmax_core.stages import STAGES
+
     parser = argparse.ArgumentParser(prog="dmax", description="DMax experiment platform (OPUT + SPD).")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, text in STAGE_HELP.items():
+    commands = {**{stage.name: stage.help for stage in STAGES}, **COMMANDS}
+    for name, text in commands.items():
         p = sub.add_parser(name, help=text, description=text)
         p.add_argument("--preset", default="tiny", help="preset name in params/ or a YAML path (default: tiny)")
         p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.lr=3e-4")
@@ -45,12 +44,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _print_report(cfg) -> None:
-    from dmax_core.stages import report_dir
+    from dmax_core.stages import RunLayout
+    from dmax_core.stages.layout import REPORT_MARKDOWN, TRADEOFF_PLOT
 
-    path = report_dir(cfg) / "report.md"
+    layout = RunLayout.of(cfg)
+    path = layout.path(REPORT_MARKDOWN)
     if path.is_file():
         print(path.read_text())
-        print(f"report: {path}\nplot:   {report_dir(cfg) / 'tradeoff.png'}")
+        print(f"report: {path}\nplot:   {layout.path(TRADEOFF_PLOT)}")
 
 
 def run(argv: Sequence[str] | None = None) -> int:
@@ -69,16 +70,19 @@ def run(argv: Sequence[str] | None = None) -> int:
     if args.command == "config":
         print(cfg.to_yaml(), end="")
         return 0
-    from dmax_core import stages
+    from dmax_core.stages import run_pipeline, run_stage
 
-    if getattr(args, "track", False):
-        from dmax_core import tracking
+    tracker = None
+    if args.track:
+        from dmax_core.tracking import Tracker
 
-        tracking.run_tracked(cfg, args.command)
-    elif args.command == "pipeline":
-        stages.run_pipeline(cfg)
+        tracker = Tracker()
+    if args.command == "pipeline":
+        results = run_pipeline(cfg, tracker=tracker)
     else:
-        print(stages.STAGES[args.command](cfg))
+        results = {args.command: run_stage(args.command, cfg, tracker=tracker)}
+    for result in results.values():
+        print(result.describe())
     if args.command in {"pipeline", "report"}:
         _print_report(cfg)
     return 0

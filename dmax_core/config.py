@@ -2,8 +2,12 @@
 
 Presets live in `params/<name>.yaml` (a preset may start from another with `base: <name>`); users
 override any leaf with `dotted.key=value`. Unknown keys and bad values are errors that name the key,
-so a typo can never silently fall back to a default. This module only reads and validates; it does
-not create directories or touch the model.
+so a typo can never silently fall back to a default. The task (`task.name` and its knobs) and the
+decoding policies (`decoding.<policy>.<knob>`) are validated against their registries
+(`dmax_core.tasks.TASKS`, `dmax_core.decoding.POLICIES`), imported only when a config is validated.
+This module only reads and validates; it does not create directories or touch the model. It is longer
+than most modules (about 400 lines) on purpose: the whole settings tree and its loading rules in one
+file, so that every knob a preset can set is found in one place.
 """
 
 from __future__ import annotations
@@ -14,37 +18,120 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from dmax_core.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# The checkpoints a run holds: the base model, the OPUT model and the plain-SFT control.
+MODELS: tuple[str, ...] = ("base", "dmax", "control")
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-class TaskConfig(_Strict):
-    """The embedded synthetic task (`dmax_core.data.TASKS`) and its splits.
+def _policies():
+    from dmax_core.decoding import POLICIES, SWEPT_KNOB  # torch: only when a config is validated
 
-    `min_steps`/`max_steps` bound the statements of an answer: operations of a running total, people of
-    a ledger.
+    return POLICIES, SWEPT_KNOB
+
+
+def _tasks():
+    from dmax_core.tasks import TASKS
+
+    return TASKS
+
+
+def _resolve_knobs(kind: str, given: dict[str, Any], defaults: dict[str, Any], build) -> dict[str, Any]:
+    """Every knob in signature order (given value or default); `build(knobs)` runs the class's own checks."""
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        raise ValueError(f"{kind} has no knob(s) {', '.join(unknown)}; its knobs: {', '.join(defaults) or 'none'}")
+    resolved = {k: given.get(k, default) for k, default in defaults.items()}
+    build(resolved)
+    return resolved
+
+
+class TaskConfig(BaseModel):
+    """The task (`dmax_core.tasks`) by name; every other key is one of that task's knobs.
+
+    For the embedded tasks: split sizes (`n_train`, `n_validation`, `n_test`), the split `seed`, and
+    `min_steps`/`max_steps`, which bound the statements of an answer (operations of a running total,
+    people of a ledger). The resolved config lists every knob with its value.
     """
 
-    name: Literal["running_total", "ledger"] = "running_total"
-    n_train: int = Field(20000, ge=1)
-    n_validation: int = Field(100, ge=1)
-    n_test: int = Field(200, ge=1)
-    min_steps: int = Field(3, ge=1)
-    max_steps: int = Field(4, ge=1)
-    seed: int = 1234
+    model_config = ConfigDict(extra="allow")
+    name: str = "running_total"
 
     @model_validator(mode="after")
-    def _steps_ordered(self) -> TaskConfig:
-        if self.min_steps > self.max_steps:
-            raise ValueError(f"task.min_steps ({self.min_steps}) > task.max_steps ({self.max_steps})")
+    def _knobs(self) -> TaskConfig:
+        tasks = _tasks()
+        tasks.get(self.name)  # unknown name -> ValueError listing the known tasks
+        self.__pydantic_extra__ = _resolve_knobs(
+            f"task {self.name!r}", dict(self.model_extra or {}), tasks.knobs(self.name),
+            lambda knobs: tasks.build(self.name, knobs))
         return self
+
+    @property
+    def knobs(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+    @staticmethod
+    def dynamic_keys() -> list[str]:
+        tasks = _tasks()
+        return sorted({knob for name in tasks.names() for knob in tasks.knobs(name)})
+
+
+class DecodingConfig(BaseModel):
+    """Knobs of every registered decoding policy (`decoding.<policy>.<knob>`) and of the frame.
+
+    A policy's `threshold` is not set here: evaluation sweeps it (`evaluate.thresholds`) and distillation
+    sets it (`distill.threshold`). Every other knob of every policy is, with its default filled in.
+    `max_forwards_per_block` caps forwards per block in the frame (default: the block length).
+    """
+
+    model_config = ConfigDict(extra="allow")
+    max_forwards_per_block: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _policy_knobs(self) -> DecodingConfig:
+        policies, swept = _policies()
+        given = dict(self.model_extra or {})
+        for name in given:
+            policies.get(name)  # unknown policy -> ValueError listing the known ones
+        resolved: dict[str, dict[str, Any]] = {}
+        for name in policies.names():
+            knobs = given.get(name) or {}
+            if not isinstance(knobs, dict):
+                raise ValueError(f"decoding.{name} must be a mapping of knob: value, got {knobs!r}")
+            if swept in knobs:
+                raise ValueError(f"decoding.{name}.{swept} is not set here: use evaluate.thresholds / "
+                                 f"distill.{swept}")
+            defaults = {k: v for k, v in policies.knobs(name).items() if k != swept}
+            resolved[name] = _resolve_knobs(
+                f"decoding policy {name!r}", knobs, defaults,
+                lambda values, name=name: policies.build(name, {swept: 1.0, **values}))
+        self.__pydantic_extra__ = resolved
+        return self
+
+    def knobs(self, policy: str) -> dict[str, Any]:
+        """The knobs of `policy` other than its threshold."""
+        return dict((self.model_extra or {})[policy])
+
+    @staticmethod
+    def dynamic_keys() -> list[str]:
+        policies, swept = _policies()
+        keys = []
+        for name in policies.names():
+            keys.append(name)
+            keys += [f"{name}.{k}" for k in policies.knobs(name) if k != swept]
+        return keys
+
+
+def _check_decoder(name: str) -> str:
+    _policies()[0].get(name)
+    return name
 
 
 class ModelConfig(_Strict):
@@ -119,17 +206,19 @@ class DistillConfig(_Strict):
     """How the base model writes its own trajectory dataset (spec §2.1: answers by the base model)."""
 
     n_prompts: int = Field(2000, ge=1)
-    decoder: Literal["threshold", "spd"] = "threshold"
+    decoder: str = "threshold"
     threshold: float = Field(0.9, ge=0, le=1)
     gen_length: int = Field(96, ge=1)
     keep_incorrect: bool = True
+
+    _decoder = field_validator("decoder")(_check_decoder)
 
 
 class EvaluateConfig(_Strict):
     """The {model} x {decoder} x {threshold} grid on held-out problems."""
 
-    models: list[Literal["base", "dmax", "control"]] = ["base", "dmax"]
-    decoders: list[Literal["threshold", "spd"]] = ["threshold", "spd"]
+    models: list[str] = ["base", "dmax"]
+    decoders: list[str] = ["threshold", "spd"]
     thresholds: list[float] = [1.0, 0.9, 0.7, 0.5, 0.3]
     n_test: int | None = Field(None, ge=1)
     n_validation: int | None = Field(None, ge=1)
@@ -143,11 +232,16 @@ class EvaluateConfig(_Strict):
             raise ValueError(f"thresholds must lie in [0, 1], got {bad}")
         if not self.thresholds or not self.models or not self.decoders:
             raise ValueError("models, decoders and thresholds must be non-empty")
+        unknown = [m for m in self.models if m not in MODELS]
+        if unknown:
+            raise ValueError(f"unknown model(s) {unknown}; known: {', '.join(MODELS)}")
+        for decoder in self.decoders:
+            _check_decoder(decoder)
         return self
 
 
 class ReportConfig(_Strict):
-    """Headline rules, fixed before looking at the test split (issue 4)."""
+    """Headline rules (`evaluation.rules`), fixed before looking at the test split."""
 
     accuracy_tolerance_pp: float = Field(1.0, ge=0)
     min_base_accuracy: float = Field(0.9, ge=0, le=1)
@@ -161,8 +255,9 @@ class DmaxConfig(_Strict):
     block_length: int = Field(32, ge=1)
     run_dir: Path = Path("runs/tiny")
     num_threads: int | None = Field(None, ge=1)
-    task: TaskConfig = TaskConfig()
+    task: TaskConfig = Field(default_factory=TaskConfig)
     model: ModelConfig = ModelConfig()
+    decoding: DecodingConfig = Field(default_factory=DecodingConfig)
     pretrain: TrainConfig = TrainConfig(objective="sft", steps=1000)
     distill: DistillConfig = DistillConfig()
     train: TrainConfig = TrainConfig(objective="oput", epochs=1.0)
@@ -243,6 +338,9 @@ def _known_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
         annotation = field.annotation
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             keys.extend(_known_keys(annotation, f"{dotted}."))
+            dynamic = getattr(annotation, "dynamic_keys", None)  # registry-backed knobs
+            if dynamic is not None:
+                keys.extend(f"{dotted}.{key}" for key in dynamic())
     return keys
 
 
@@ -277,7 +375,8 @@ def _format_validation_error(exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        lines.append(f"{loc}: {err['msg']}" + (" (unknown key)" if err["type"] == "extra_forbidden" else ""))
+        message = err["msg"].removeprefix("Value error, ")
+        lines.append(f"{loc}: {message}" + (" (unknown key)" if err["type"] == "extra_forbidden" else ""))
     return "invalid configuration:\n  " + "\n  ".join(lines)
 
 

@@ -13,9 +13,16 @@ It must not import prefect, mlflow or torch, and it does not create directories.
 from __future__ import annotations
 
 import os
+import platform
+import subprocess
+from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 PROJECT_DIR_VARIABLE = "DMAX_PROJECT_DIR"
+# The name this project is published under (the `dmax` name on the public index belongs to another
+# project); the command stays `dmax` and the import name `dmax_core`.
+DISTRIBUTION = "dmax-platform"
 
 
 def project_dir() -> Path:
@@ -61,8 +68,6 @@ def device_name() -> str:
     One implementation for metrics.json settings and MLflow tags; torch is imported lazily so this
     module stays import-light.
     """
-    import platform
-
     import torch
 
     if torch.cuda.is_available():
@@ -76,6 +81,54 @@ def device_name() -> str:
     except OSError:
         pass
     return f"cpu: {cpu} ({os.cpu_count()} cores)"
+
+
+def package_version(name: str) -> str:
+    """Installed version of a distribution, or `not installed`."""
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def git_state(directory: Path | None = None) -> dict[str, str]:
+    """Commit and dirtiness of the checkout (`unknown` outside git or before the first commit)."""
+    directory = directory or project_dir()
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", *args], cwd=directory, capture_output=True, text=True, timeout=10,
+                                  check=True)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip()
+
+    commit = git("rev-parse", "HEAD")
+    if not commit:
+        return {"commit": "unknown", "dirty": "unknown"}
+    dirty = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit, "dirty": "unknown" if dirty is None else str(bool(dirty)).lower()}
+
+
+def environment_info() -> dict[str, Any]:
+    """The one fingerprint of where a run happened: versions, device, threads, host and git state.
+
+    Written into metrics.json settings and, as `dmax.*` tags, onto every MLflow run, so a number can
+    always be traced to the code and machine that produced it."""
+    import torch
+
+    git = git_state()
+    return {
+        "dmax": package_version(DISTRIBUTION),
+        "torch": torch.__version__,
+        "transformers": package_version("transformers"),
+        "python": platform.python_version(),
+        "device": device_name(),
+        "threads": torch.get_num_threads(),
+        "host": platform.node(),
+        "git_commit": git["commit"],
+        "git_dirty": git["dirty"],
+    }
 
 
 def configure_environment(project: str | Path | None = None) -> dict[str, str]:

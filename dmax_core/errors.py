@@ -15,3 +15,7 @@ class ConfigError(DmaxError):
 
 class DataError(DmaxError):
     """A missing, malformed or corrupt data file (trajectories, problems, checkpoints)."""
+
+
+class DecodingError(DmaxError):
+    """A decode that cannot finish as configured (a policy that never completes a block)."""

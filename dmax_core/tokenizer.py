@@ -6,7 +6,7 @@ behaves like the real thing where the algorithm cares -- EOS doubles as PAD, a d
 training layout (§1.1) and token counting (§5.4) are exercised the same way.
 
 Words are split on whitespace only (``WhitespaceSplit``) and decoding joins tokens with single spaces, so
-text whose tokens are separated by single spaces (see ``dmax_core.data.synthetic``) round-trips exactly.
+text whose tokens are separated by single spaces (see ``dmax_core.tasks``) round-trips exactly.
 Special tokens are matched before pre-tokenization, so ``</role>detailed`` splits into ``</role>`` and
 ``detailed`` without a space.
 
@@ -141,7 +141,10 @@ def load_tokenizer(directory: str | os.PathLike[str]) -> PreTrainedTokenizerFast
     path = directory / "tokenizer.json"
     if not path.is_file():
         raise FileNotFoundError(f"no tokenizer.json in {directory}")
-    tok = Tokenizer.from_file(str(path))
+    try:
+        tok = Tokenizer.from_file(str(path))
+    except Exception as exc:  # the tokenizers library raises a bare Exception for malformed files
+        raise ValueError(f"{path} is not a valid tokenizer file: {exc}") from exc
     missing = [t for t in SPECIAL_TOKENS if tok.token_to_id(t) is None]
     if missing:
         raise ValueError(f"{path} lacks the special tokens {missing}; not a dmax tokenizer")
@@ -152,15 +155,25 @@ def load_tokenizer(directory: str | os.PathLike[str]) -> PreTrainedTokenizerFast
 
 
 def _saved_chat_template(directory: Path) -> str | None:
-    jinja = directory / "chat_template.jinja"
-    if jinja.is_file():
-        return jinja.read_text(encoding="utf-8")
+    """The chat template saved beside the tokenizer (`chat_template.jinja` wins over the config's).
+
+    `tokenizer_config.json` is parsed whenever it exists, so a damaged one is refused in words here
+    rather than by whatever tool reads the checkpoint next."""
+    template = None
     config = directory / "tokenizer_config.json"
     if config.is_file():
-        value = json.loads(config.read_text(encoding="utf-8")).get("chat_template")
-        if isinstance(value, str):
-            return value
-    return None
+        try:
+            data = json.loads(config.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{config} is not valid JSON: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ValueError(f"{config} must hold a JSON object")
+        value = data.get("chat_template")
+        template = value if isinstance(value, str) else None
+    jinja = directory / "chat_template.jinja"
+    if jinja.is_file():
+        template = jinja.read_text(encoding="utf-8")
+    return template
 
 
 def render_prompt(tokenizer: PreTrainedTokenizerFast, question: str) -> str:

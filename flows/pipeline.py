@@ -1,12 +1,13 @@
-"""Prefect flows for dmax: one flow per stage and the `dmax` full-pipeline flow.
+"""Prefect flows for dmax, derived from the stage table: one task per stage, the `dmax` pipeline flow,
+and the `dmax-stage` flow that runs one stage alone.
 
-Thin wrappers: every task calls `dmax_core.tracking.run_stage`, which calls the one implementation in
-`dmax_core.stages` inside an MLflow run. Nothing here computes anything; change behaviour in
+Thin wrappers: every task calls `dmax_core.stages.run_stage` with an MLflow `Tracker`, which runs the one
+implementation of the stage inside an MLflow run. Nothing here computes anything; change behaviour in
 `dmax_core`, not in a flow.
 
 Deployments (prefect.yaml): `dmax/full-pipeline`, `dmax/scheduled-retrain` (cron, shipped inactive) and
-`dmax-<stage>/<stage>` for each stage. Parameters are the CLI's: `preset` (a name in params/ or a YAML
-path) and `overrides` (`dotted.key=value` strings).
+`dmax-stage/<stage>` for each stage. Parameters are the CLI's: `preset` (a name in params/ or a YAML
+path) and `overrides` (`dotted.key=value` strings); `dmax-stage` also takes `stage`.
 
 Tasks pass strings (preset, overrides, MLflow run id), never the config object, so every task run is
 self-contained, JSON-serialisable and visible in the UI. Caching is off: deciding what is up to date
@@ -27,9 +28,10 @@ from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 from prefect.runtime import deployment, flow_run  # noqa: E402
 
-from dmax_core import tracking  # noqa: E402
 from dmax_core.config import DmaxConfig, load_config  # noqa: E402
 from dmax_core.errors import DmaxError  # noqa: E402
+from dmax_core.stages import STAGES, Stage, get_stage, plan, run_stage  # noqa: E402
+from dmax_core.tracking import Tracker  # noqa: E402
 
 STAGE_RETRIES = 2
 RETRY_DELAY_SECONDS = 10
@@ -61,22 +63,21 @@ def _config(preset: str, overrides: list[str] | None) -> DmaxConfig:
     return load_config(preset, list(overrides or []))
 
 
-def _stage_task(stage: str):
+def _stage_task(stage: Stage):
     """One Prefect task per stage: named `<stage>`, task runs named `<stage>[<preset>]`, with retries."""
 
-    def run(preset: str, overrides: list[str] | None = None, parent_run_id: str | None = None) -> str:
-        cfg = _config(preset, overrides)
-        output = tracking.run_stage(cfg, stage, parent_run_id=parent_run_id)
-        get_run_logger().info("%s wrote %s", stage, output)
-        return str(output)
+    def run(preset: str, overrides: list[str] | None = None, parent_run_id: str | None = None) -> dict[str, str]:
+        result = run_stage(stage, _config(preset, overrides), tracker=Tracker(), parent_run_id=parent_run_id)
+        get_run_logger().info("%s", result.describe())
+        return {name: str(path) for name, path in result.outputs.items()}
 
     # Distinct names: Prefect derives the task key from the function's qualified name.
-    run.__name__ = run.__qualname__ = f"{stage}_task"
-    run.__doc__ = f"Run `dmax_core.stages.{stage}` under MLflow tracking."
+    run.__name__ = run.__qualname__ = f"{stage.name}_task"
+    run.__doc__ = f"Run the `{stage.name}` stage under MLflow tracking: {stage.help}."
     return task(
         run,
-        name=stage,
-        task_run_name=f"{stage}[{{preset}}]",
+        name=stage.name,
+        task_run_name=f"{stage.name}[{{preset}}]",
         retries=STAGE_RETRIES,
         retry_delay_seconds=RETRY_DELAY_SECONDS,
         retry_condition_fn=retry_only_transient,
@@ -85,18 +86,7 @@ def _stage_task(stage: str):
     )
 
 
-pretrain_task = _stage_task("pretrain")
-distill_task = _stage_task("distill")
-train_task = _stage_task("train")
-evaluate_task = _stage_task("evaluate")
-report_task = _stage_task("report")
-STAGE_TASKS = {
-    "pretrain": pretrain_task,
-    "distill": distill_task,
-    "train": train_task,
-    "evaluate": evaluate_task,
-    "report": report_task,
-}
+STAGE_TASKS = {stage.name: _stage_task(stage) for stage in STAGES}
 
 
 def _flow_run_tags() -> dict[str, str]:
@@ -110,55 +100,42 @@ def _flow_run_tags() -> dict[str, str]:
     return {key: str(value) for key, value in tags.items() if value}
 
 
-def _run_name(kind: str):
+def _run_name(kind: str | None = None):
     """Flow run names like `smoke-pipeline-20261123-015312`: readable, unique, and reused as the MLflow
-    run name, so a Prefect run and its MLflow run are found by the same words."""
+    run name, so a Prefect run and its MLflow run are found by the same words. `kind=None`: the stage."""
 
     def name() -> str:
-        preset = Path(str(flow_run.parameters.get("preset", "run"))).stem
-        return f"{preset}-{kind}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
+        parameters = flow_run.parameters
+        preset = Path(str(parameters.get("preset", "run"))).stem
+        return f"{preset}-{kind or parameters.get('stage', 'stage')}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
 
     return name
 
 
 @flow(name="dmax", flow_run_name=_run_name("pipeline"), log_prints=True)
-def full_pipeline(
-    preset: str = "tiny", overrides: list[str] | None = None, pretrain: bool | None = None
-) -> dict[str, str]:
-    """distill -> train (OPUT) -> evaluate -> report, after pretrain when the preset trains its own base.
+def full_pipeline(preset: str = "tiny", overrides: list[str] | None = None) -> dict[str, dict[str, str]]:
+    """The stages of `dmax_core.stages.plan` in order (pretrain only when the preset trains its own base).
 
-    One MLflow parent run for the flow run, one nested run per task. `pretrain=None` decides from the
-    preset (no `model.base_path` -> pretrain); `true`/`false` force it.
-    """
+    One MLflow parent run for the flow run, one nested run per task."""
     logger = get_run_logger()
     cfg = _config(preset, overrides)  # a bad preset or override fails the flow before anything runs
-    stages = tracking.pipeline_stages(cfg, pretrain)
-    logger.info("preset %s, run dir %s, stages %s", cfg.preset, cfg.run_dir, " -> ".join(stages))
-    outputs: dict[str, str] = {}
-    with tracking.pipeline_run(cfg, run_name=flow_run.name, tags=_flow_run_tags()) as parent_run_id:
-        logger.info("MLflow parent run %s at %s", parent_run_id, tracking.tracking_uri())
+    stages = plan(cfg)
+    logger.info("preset %s, run dir %s, stages %s", cfg.preset, cfg.run_dir, " -> ".join(s.name for s in stages))
+    tracker = Tracker()
+    outputs: dict[str, dict[str, str]] = {}
+    with tracker.pipeline_run(cfg, run_name=flow_run.name, tags=_flow_run_tags()) as parent_run_id:
+        logger.info("MLflow parent run %s at %s", parent_run_id, tracker.uri)
         for stage in stages:
-            outputs[stage] = STAGE_TASKS[stage](preset, overrides, parent_run_id)
+            outputs[stage.name] = STAGE_TASKS[stage.name](preset, overrides, parent_run_id)
     return outputs
 
 
-def _stage_flow(stage: str):
-    """A flow that runs one stage on its own (tracked as a single MLflow run)."""
-
-    def run(preset: str = "tiny", overrides: list[str] | None = None) -> str:
-        _config(preset, overrides)  # fail fast on a bad preset or override
-        return STAGE_TASKS[stage](preset, overrides, None)
-
-    run.__name__ = run.__qualname__ = f"{stage}_flow"
-    run.__doc__ = f"Run the `{stage}` stage alone (reads and writes under the config's run_dir)."
-    return flow(run, name=f"dmax-{stage}", flow_run_name=_run_name(stage), log_prints=True)
-
-
-pretrain_flow = _stage_flow("pretrain")
-distill_flow = _stage_flow("distill")
-train_flow = _stage_flow("train")
-evaluate_flow = _stage_flow("evaluate")
-report_flow = _stage_flow("report")
+@flow(name="dmax-stage", flow_run_name=_run_name(), log_prints=True)
+def stage_flow(stage: str, preset: str = "tiny", overrides: list[str] | None = None) -> dict[str, str]:
+    """Run one stage on its own (tracked as a single MLflow run); reads and writes under the config's run_dir."""
+    get_stage(stage)  # fail fast on an unknown stage
+    _config(preset, overrides)  # ... and on a bad preset or override
+    return STAGE_TASKS[stage](preset, overrides, None)
 
 
 if __name__ == "__main__":  # python flows/pipeline.py [preset]: run once in-process (ephemeral server)

@@ -10,7 +10,8 @@ in `mlruns.db` with artifacts in `mlartifacts/`, pid files and logs in `.prefect
 `LocalPlatform` class is what the integration tests start (on free ports, in a temporary state dir),
 so `make servers` and CI exercise one code path.
 
-This module starts processes; it never imports dmax stages, torch or mlflow.
+This module starts processes; it never imports dmax stages, torch or mlflow. It is one command-line tool
+for the four processes of the local platform, which is why it is a little over 350 lines.
 """
 
 from __future__ import annotations

@@ -13,15 +13,14 @@ The weights are stored in bf16 (about 2.5 MB) to keep the repository small; test
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 from pathlib import Path
 
 import torch
 
-from dmax_core import stages
+from dmax_core.bundle import load_bundle, read_provenance, save_bundle
 from dmax_core.config import load_config
-from dmax_core.io import load_bundle, save_bundle
+from dmax_core.stages import run_stage
 
 ASSET = Path(__file__).resolve().parent.parent / "tests" / "assets" / "tiny-base"
 
@@ -35,9 +34,9 @@ def main() -> None:
     source = args.source
     if source is None:
         cfg = load_config(args.preset, args.overrides)
-        source = stages.pretrain(cfg)
+        source = run_stage("pretrain", cfg).outputs["base"]
     model, tokenizer = load_bundle(source)
-    info = json.loads((source / "dmax_bundle.json").read_text()) if (source / "dmax_bundle.json").is_file() else {}
+    info = read_provenance(source)
     info.update({"asset_of": str(source), "stored_dtype": "bfloat16",
                  "regenerate": "make asset  (= python scripts/make_test_asset.py pretrain.seed=1000)"})
     shutil.rmtree(ASSET, ignore_errors=True)

@@ -1,16 +1,18 @@
-"""Issue 4: the criteria and cross-seed summary on synthetic tables, and the benchmark's plumbing."""
+"""The reproduction criteria and cross-seed summary on hand-made tables, and the benchmark's plumbing."""
 
 import json
+from dataclasses import replace
 
 import pytest
 
 from dmax_core.evaluation.criteria import reproduction_criteria, summarize_seeds
-from dmax_core.evaluation.headline import compute_headline
+from dmax_core.evaluation.records import Cell, Evaluation
+from dmax_core.evaluation.rules import compute_headline
 
 
 def cell(model, decoder, thr, acc, tpf, split="test"):
-    return {"model": model, "decoder": decoder, "threshold": thr, "split": split, "accuracy": acc,
-            "tpf_mean": tpf, "nfe_mean": 10.0, "tps_mean": 100.0, "tps_total": 90.0, "tokens_mean": 30.0}
+    return Cell(model=model, decoder=decoder, threshold=thr, split=split, n=100, accuracy=acc, tpf=tpf,
+                tps=100.0, nfe=10.0, tokens=30.0, tpf_total=tpf, tps_total=90.0)
 
 
 def dmax_like(ratio_scale=1.0, base_spd_acc=0.4):
@@ -21,22 +23,25 @@ def dmax_like(ratio_scale=1.0, base_spd_acc=0.4):
         cell("dmax", "spd", 0.9, 0.985, 6.0 * ratio_scale), cell("dmax", "spd", 0.5, 0.98, 8.0 * ratio_scale),
         cell("dmax", "spd", 0.9, 0.99, 6.0, "validation"), cell("dmax", "spd", 0.5, 0.985, 8.0, "validation"),
     ]
-    return {"cells": cells, "headline": compute_headline(cells)}
+    return Evaluation(cells=tuple(cells), headline=compute_headline(cells))
+
+
+def criteria(evaluation: Evaluation):
+    return reproduction_criteria(evaluation.cells, evaluation.headline)
 
 
 def test_criteria_all_met_on_a_dmax_like_table():
-    crit = reproduction_criteria(dmax_like())
+    crit = criteria(dmax_like())
     assert crit == {"base_one_token_accuracy_ge_95": True, "base_error_accumulation": True,
                     "base_spd_collapses": True, "oput_spd_flat": True, "ratio_ge_2_5": True}
 
 
 def test_criteria_fail_where_they_should():
     m = dmax_like(ratio_scale=0.8, base_spd_acc=0.95)  # ratio 6.4/3 = 2.13; base SPD does not collapse
-    crit = reproduction_criteria(m)
+    crit = criteria(m)
     assert crit["ratio_ge_2_5"] is False and crit["base_spd_collapses"] is False
-    m["cells"] = [c for c in m["cells"] if c["model"] != "base"]
-    m["headline"] = compute_headline(m["cells"])
-    crit = reproduction_criteria(m)
+    cells = tuple(c for c in m.cells if c.model != "base")
+    crit = criteria(Evaluation(cells=cells, headline=compute_headline(cells)))
     assert crit["base_one_token_accuracy_ge_95"] is None and crit["ratio_ge_2_5"] is None
 
 
@@ -47,7 +52,9 @@ def test_summary_mean_and_spread_over_seeds():
     assert summary["tpf_ratio"]["mean"] == pytest.approx(sum(ratios) / 2)
     assert summary["tpf_ratio"]["min"] == pytest.approx(ratios[0])
     mean_dmax = next(c for c in summary["mean_cells"] if c["model"] == "dmax" and c["threshold"] == 0.5)
-    assert mean_dmax["tpf_mean"] == pytest.approx((8.0 + 9.6) / 2)
+    assert mean_dmax["tpf"] == pytest.approx((8.0 + 9.6) / 2)
+    assert mean_dmax["std"]["tpf"] == pytest.approx(abs(9.6 - 8.0) / 2 ** 0.5)  # sample std of two values
+    assert mean_dmax["seeds"] == 2 and mean_dmax["n"] == 200
     assert summary["criteria_on_means"]["ratio_ge_2_5"] is True
 
 
@@ -69,18 +76,17 @@ def test_benchmark_plumbing_on_smoke(tmp_path):
 def test_sweep_table_is_one_row_per_model_and_decoder():
     from dmax_core.evaluation.report import sweep_table
 
-    table = sweep_table(dmax_like()["cells"]).splitlines()
+    table = sweep_table(dmax_like().cells).splitlines()
     assert table[0] == "| model + decoder | 1 | 0.9 | 0.5 |"
     assert table[2] == "| base + spd | – | 40.0 / 2.00 | 30.0 / 2.00 |"
     assert table[3] == "| base + threshold | 98.0 / 0.80 | 97.5 / 3.00 | 80.0 / 8.00 |"
     assert len(table) == 5  # header, rule, base+spd, base+threshold, dmax+spd: validation cells excluded
-    spread = sweep_table([{**cell("dmax", "spd", 0.5, 0.985, 8.0), "accuracy_std": 0.015}])
+    spread = sweep_table([replace(cell("dmax", "spd", 0.5, 0.985, 8.0), std={"accuracy": 0.015})])
     assert spread.splitlines()[2] == "| dmax + spd | 98.5 ± 1.5 / 8.00 |"
 
 
 def test_a_loss_of_exactly_one_pp_passes_the_ratio_criterion():
     m = dmax_like()
-    m["headline"] = {**m["headline"], "accuracy_delta_pp": 100 * (0.99 - 1.0)}  # -1.0000000000000009
-    assert reproduction_criteria(m)["ratio_ge_2_5"] is True
-    m["headline"] = {**m["headline"], "accuracy_delta_pp": -1.5}
-    assert reproduction_criteria(m)["ratio_ge_2_5"] is False
+    exactly = replace(m.headline, accuracy_delta_pp=100 * (0.99 - 1.0))  # -1.0000000000000009
+    assert reproduction_criteria(m.cells, exactly)["ratio_ge_2_5"] is True
+    assert reproduction_criteria(m.cells, replace(m.headline, accuracy_delta_pp=-1.5))["ratio_ge_2_5"] is False

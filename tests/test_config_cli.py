@@ -5,15 +5,41 @@ import sys
 
 import pytest
 
-from dmax_core.config import load_config
+from dmax_core.config import DmaxConfig, load_config
 from dmax_core.errors import ConfigError
 
 
 def test_presets_load_and_inherit():
-    tiny, smoke = load_config("tiny"), load_config("smoke")
+    tiny, smoke, default = load_config("tiny"), load_config("smoke"), DmaxConfig()
     assert tiny.preset == "tiny" and smoke.preset == "smoke"
-    assert smoke.block_length == tiny.block_length  # inherited from `base: tiny`
-    assert smoke.model.hidden_size < tiny.model.hidden_size
+    # smoke -> tiny -> ledger: values only `ledger` sets (and that differ from the defaults) reach smoke,
+    # values `tiny` changes win over ledger's, and smoke's own win over both.
+    assert default.task.name == "running_total" and smoke.task.name == tiny.task.name == "ledger"
+    assert default.pretrain.lr != 1.5e-3 and smoke.pretrain.lr == tiny.pretrain.lr == 1.5e-3
+    assert tiny.pretrain.steps == 2000 and load_config("ledger").pretrain.steps == 3000
+    assert smoke.pretrain.steps == 12 and smoke.model.hidden_size == 32 < tiny.model.hidden_size
+
+
+def test_base_chains_resolve_by_path_and_loops_are_refused(tmp_path):
+    (tmp_path / "parent.yaml").write_text("seed: 7\ntrain: {lr: 2.0e-4}\n")
+    (tmp_path / "child.yaml").write_text(f"base: {tmp_path / 'parent.yaml'}\ntrain: {{steps: 5}}\n")
+    child = load_config(tmp_path / "child.yaml")
+    assert (child.seed, child.train.lr, child.train.steps, child.preset) == (7, 2.0e-4, 5, "child")
+    (tmp_path / "a.yaml").write_text(f"base: {tmp_path / 'b.yaml'}\n")
+    (tmp_path / "b.yaml").write_text(f"base: {tmp_path / 'a.yaml'}\n")
+    with pytest.raises(ConfigError, match="inheritance loop"):
+        load_config(tmp_path / "a.yaml")
+
+
+def test_policy_and_task_knobs_come_from_their_registries():
+    cfg = load_config("smoke", ["decoding.spd.confidence_stop=0.8", "decoding.spd.max_steps=16"])
+    assert cfg.decoding.knobs("spd") == {"confidence_stop": 0.8, "max_steps": 16}
+    assert cfg.decoding.knobs("threshold") == {}
+    assert load_config("smoke").decoding.knobs("spd") == {"confidence_stop": 0.9, "max_steps": None}
+    assert cfg.task.knobs == {"n_train": 200, "n_validation": 4, "n_test": 6, "min_steps": 3, "max_steps": 4,
+                              "seed": 1234}
+    assert "decoding.spd.confidence_stop: 0.8" not in cfg.to_yaml()  # nested YAML, not dotted keys
+    assert load_config("smoke", ["evaluate.decoders=[spd]"]).evaluate.decoders == ["spd"]
 
 
 def test_overrides_are_typed():
@@ -32,6 +58,15 @@ def test_overrides_are_typed():
         ("train.min_lr=1.0", "min_lr"),
         ("task.min_steps=9", "min_steps"),
         ("novalue", "key=value"),
+        ("decoding.spd.confidence_stop=1.5", "decoding policy 'spd': confidence_stop must be a number in"),
+        ("decoding.spd.threshold=0.5", "unknown config key 'decoding.spd.threshold'"),
+        ("decoding.beam.width=4", "unknown config key 'decoding.beam.width'"),
+        ("evaluate.decoders=[spd, beam]", "unknown decoding policy 'beam'; known: "),
+        ("distill.decoder=beam", "unknown decoding policy 'beam'"),
+        ("task.name=gsm8k", "unknown task 'gsm8k'; known: running_total, ledger"),
+        ("task.people=4", "unknown config key 'task.people'"),
+        ("evaluate.models=[base, teacher]", "unknown model"),
+        ("decoding.max_forwards_per_block=0", "max_forwards_per_block"),
     ],
 )
 def test_bad_overrides_name_the_problem(override, words):

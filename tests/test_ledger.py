@@ -11,8 +11,8 @@ from collections import Counter
 
 import pytest
 
-from dmax_core.data import DEFAULT_ADD_VERBS, DEFAULT_NAMES, DEFAULT_SUB_VERBS, TASKS, Problem, ledger
-from dmax_core.evaluation.scoring import is_correct
+from dmax_core.tasks import Problem, build_task, ledger
+from dmax_core.tasks.running_total import DEFAULT_ADD_VERBS, DEFAULT_NAMES, DEFAULT_SUB_VERBS
 from dmax_core.tokenizer import build_tokenizer, encode, render_conversation
 
 
@@ -96,7 +96,8 @@ def test_splits_are_disjoint_deterministic_and_keep_test_fixed():
     assert not any(x & y for x, y in itertools.combinations(questions, 2))
     assert ledger.make_splits(500, 40, 50, seed=9) == a
     assert ledger.make_splits(20, 40, 50, seed=9)["test"] == a["test"]
-    assert TASKS["ledger"].make_splits(5, 1, 1, seed=0)["test"][0].task == "ledger"
+    task = build_task("ledger", n_train=5, n_validation=1, n_test=1, seed=0)
+    assert task.splits()["test"][0].task == "ledger"
 
 
 def test_count_and_bad_knobs():
@@ -146,21 +147,24 @@ QUESTION = "Mia has 3 and finds 4 . Tom has 8 and loses 2 . How many now ?"
     ],
 )
 def test_scorer_hand_cases(text, expected):
-    assert is_correct(text, Problem(QUESTION, "", "", task="ledger")) is expected
+    assert ledger.is_correct(text, Problem(QUESTION, "", "", task="ledger")) is expected
+    assert build_task("ledger").is_correct(text, Problem(QUESTION, "", "", task="ledger")) is expected
 
 
-def test_scorer_rejects_unknown_tasks():
-    with pytest.raises(ValueError, match="no scorer"):
-        is_correct("x", Problem(QUESTION, "", "", task="gsm8k"))
+def test_the_task_registry_refuses_unknown_tasks_and_knobs():
+    with pytest.raises(ValueError, match="unknown task 'gsm8k'; known: running_total, ledger"):
+        build_task("gsm8k")
+    with pytest.raises(ValueError, match="has no knob"):
+        build_task("ledger", people=3)
 
 
 def test_impossible_task_knobs_are_config_errors():
     from dmax_core.config import load_config
     from dmax_core.errors import ConfigError
-    from dmax_core.stages import task_splits, task_tokenizer
+    from dmax_core.stages.common import task_splits
 
-    cfg = load_config("smoke", ["task.name=ledger", "task.max_steps=9"])
-    with pytest.raises(ConfigError, match="only 8 distinct names"):
+    with pytest.raises(ConfigError, match="only 8 distinct names"):  # refused when the config is read
+        load_config("smoke", ["task.name=ledger", "task.max_steps=9"])
+    cfg = load_config("smoke", ["task.name=ledger", "task.min_steps=1", "task.max_steps=1", "task.n_train=5000"])
+    with pytest.raises(ConfigError, match="task 'ledger': requested 5010 distinct questions"):  # too few exist
         task_splits(cfg)
-    with pytest.raises(ConfigError, match="ledger"):
-        task_tokenizer(cfg)

@@ -8,46 +8,27 @@ written from the rule blk(k) <= blk(q). All models are tiny so the file runs in 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
+from builders import TINY, tiny_config
+from builders import tiny_model as build_tiny_model
 from safetensors.torch import load_file, save_file
 
+from dmax_core.errors import DataError
 from dmax_core.models import KVCache, LLaDA2MoeConfig, LLaDA2MoeForDiffusionLM, route_tokens
 
-TINY = dict(
-    vocab_size=48, hidden_size=32, intermediate_size=48, moe_intermediate_size=16, num_hidden_layers=3,
-    num_attention_heads=4, num_key_value_heads=2, head_dim=8, partial_rotary_factor=0.5, rope_theta=10000.0,
-    max_position_embeddings=128, rms_norm_eps=1e-6, first_k_dense_replace=1, num_experts=8,
-    num_experts_per_tok=2, num_shared_experts=1, n_group=4, topk_group=2, routed_scaling_factor=2.5,
-    pad_token_id=44, mask_token_id=47, eos_token_id=44,
-)
-
-
-def tiny_config(**overrides) -> LLaDA2MoeConfig:
-    return LLaDA2MoeConfig(**{**TINY, **overrides})
+# The real LLaDA2.0-mini checkpoint metadata (no weights; attribution in its README.md).
+FIXTURES = Path(__file__).parent / "assets" / "llada2-mini"
 
 
 def tiny_model(seed: int = 0, **overrides) -> LLaDA2MoeForDiffusionLM:
-    """A tiny model whose every tensor (norms and expert_bias included) is random, so a forward
-    exercises every weight; fp32, eval mode."""
-    torch.manual_seed(seed)
-    model = LLaDA2MoeForDiffusionLM(tiny_config(**overrides))
-    gen = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for name, tensor in model.state_dict().items():
-            noise = torch.randn(tensor.shape, generator=gen)
-            if name.endswith("layernorm.weight") or name.endswith("norm.weight"):
-                tensor.copy_(1.0 + 0.2 * noise)
-            elif name.endswith("expert_bias"):
-                tensor.copy_(0.1 * noise)
-            elif name.endswith("word_embeddings.weight"):
-                tensor.copy_(noise)
-            else:
-                tensor.copy_(noise / math.sqrt(tensor.shape[-1]))
-    return model.eval()
+    """Every tensor random (norms and expert_bias included), so a forward exercises every weight."""
+    return build_tiny_model(seed, random_weights=True, **overrides)
 
 
 def block_causal(positions: torch.Tensor, block_length: int) -> torch.Tensor:
@@ -442,8 +423,12 @@ def test_save_load_round_trip_is_exact_and_atomic(tmp_path, monkeypatch):
     model.save_pretrained(target)
     (target / "tokenizer.json").write_text("{}")  # a file saved beside the model by another stage
     model.save_pretrained(target)  # overwrite in place
-    assert sorted(p.name for p in target.iterdir()) == ["config.json", "model.safetensors", "tokenizer.json"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]  # no temp or backup dirs left
+    names = sorted(p.name for p in target.iterdir())
+    assert names == ["SHA256SUMS", "config.json", "model.safetensors", "tokenizer.json"]  # other files kept
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]  # no temp files left
+    # SHA256SUMS is in coreutils' format and lists the weights with their real digest.
+    digest = hashlib.sha256((target / "model.safetensors").read_bytes()).hexdigest()
+    assert (target / "SHA256SUMS").read_text() == f"{digest}  model.safetensors\n"
 
     def no_pickle(*args, **kwargs):
         raise AssertionError("from_pretrained must never unpickle")
@@ -502,6 +487,7 @@ def test_mismatched_tensors_are_named(tmp_path):
     state["model.layers.0.extra.weight"] = torch.zeros(2)
     state["lm_head.weight"] = torch.zeros(47, 32)
     save_file(state, str(target / "model.safetensors"))
+    (target / "SHA256SUMS").unlink()  # as a checkpoint from elsewhere: names and shapes are the check
     with pytest.raises(ValueError) as err:
         LLaDA2MoeForDiffusionLM.from_pretrained(target)
     message = str(err.value)
@@ -515,8 +501,41 @@ def test_truncated_or_corrupt_weights_give_clear_errors(tmp_path):
     weights = target / "model.safetensors"
     data = weights.read_bytes()
     weights.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError, match=r"model\.safetensors does not match its SHA-256"):
+        LLaDA2MoeForDiffusionLM.from_pretrained(target)
+    (target / "SHA256SUMS").unlink()  # without the record, safetensors itself notices the truncation
     with pytest.raises(ValueError, match="truncated or corrupt"):
         LLaDA2MoeForDiffusionLM.from_pretrained(target)
     weights.write_bytes(b"not a safetensors file at all")
     with pytest.raises(ValueError, match="truncated or corrupt"):
         LLaDA2MoeForDiffusionLM.from_pretrained(target)
+
+
+def test_flipped_payload_bytes_are_refused_by_the_checksum(tmp_path):
+    """safetensors has no checksum: a flipped byte inside a tensor loads silently unless SHA256SUMS
+    catches it. Checked first that the corruption really is silent without the record."""
+    model = tiny_model(seed=14)
+    target = model.save_pretrained(tmp_path / "m")
+    weights = target / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-100] ^= 0xFF  # inside the last tensor's payload; the JSON header is untouched
+    weights.write_bytes(bytes(data))
+    with pytest.raises(DataError, match=r"model\.safetensors does not match"):
+        LLaDA2MoeForDiffusionLM.from_pretrained(target)
+    sums = (target / "SHA256SUMS").read_text()
+    (target / "SHA256SUMS").unlink()
+    silently_wrong = LLaDA2MoeForDiffusionLM.from_pretrained(target)
+    differs = [n for n, t in silently_wrong.state_dict().items() if not torch.equal(t, model.state_dict()[n])]
+    assert len(differs) == 1
+    (target / "SHA256SUMS").write_text(sums.replace(sums[:8], "0" * 8))  # a record that lies is refused too
+    with pytest.raises(DataError, match="does not match"):
+        LLaDA2MoeForDiffusionLM.from_pretrained(target)
+
+
+def test_released_dropout_and_cache_values_are_written(tmp_path):
+    """The official LLaDA2 config class defaults dropouts to 0.1 and use_cache to true: a dmax config.json
+    must say 0.0 / false explicitly, as the released checkpoint does."""
+    saved = json.loads(tiny_config().save(tmp_path).read_text())
+    released = json.loads((FIXTURES / "config.json").read_text())
+    for key in ("attention_dropout", "embedding_dropout", "output_dropout", "use_cache"):
+        assert saved[key] == released[key] and saved[key] is not None, key

@@ -1,66 +1,152 @@
-"""The stage functions end to end on the smoke preset, and their behaviour on bad input."""
+"""The stage table and the stages end to end on the smoke preset, checked against independent
+recomputations (the task generator, the samples the run kept), and their behaviour on bad input."""
 
 import json
+from dataclasses import replace
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from dmax_core import stages
+from dmax_core.bundle import read_provenance
+from dmax_core.config import load_config
 from dmax_core.errors import DataError
+from dmax_core.evaluation.records import Cell, Evaluation, Sample
+from dmax_core.stages import STAGES, get_stage, plan, run_pipeline, run_stage
+from dmax_core.tasks import build_task
+from dmax_core.trajectories import TRAJECTORY_FILE
+
+# Every sample is kept, so the cells can be recomputed from samples.jsonl.
+KEEP_ALL = ["evaluate.samples_to_keep=1000"]
 
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
-    from dmax_core.config import load_config
-
-    cfg = load_config("smoke", [f"run_dir={tmp_path_factory.mktemp('smoke') / 'run'}"])
-    paths = stages.run_pipeline(cfg)
-    return cfg, paths
+    cfg = load_config("smoke", [f"run_dir={tmp_path_factory.mktemp('smoke') / 'run'}", *KEEP_ALL])
+    return cfg, run_pipeline(cfg)
 
 
-def test_pipeline_writes_every_output(smoke_run):
-    cfg, paths = smoke_run
+def test_the_plan_follows_the_table_and_skips_pretrain_for_a_given_base():
+    assert [s.name for s in STAGES] == ["pretrain", "distill", "train", "evaluate", "report"]
+    assert [s.name for s in plan(load_config("smoke"))] == [s.name for s in STAGES]
+    with_base = load_config("smoke", ["model.base_path=/models/llada2-mini"])
+    assert [s.name for s in plan(with_base)] == ["distill", "train", "evaluate", "report"]
+    skipped = run_stage("pretrain", with_base)
+    assert skipped.outputs == {} and "model.base_path is set" in skipped.skipped
+    with pytest.raises(ValueError, match="unknown stage 'deploy'"):
+        get_stage("deploy")
+
+
+def test_pipeline_results_name_what_was_written(smoke_run):
+    cfg, results = smoke_run
+    run_dir = cfg.run_dir
+    assert {name: dict(r.outputs) for name, r in results.items()} == {
+        "pretrain": {"base": run_dir / "base"}, "distill": {"trajectories": run_dir / "trajectories"},
+        "train": {"dmax": run_dir / "dmax"}, "evaluate": {"eval": run_dir / "eval"},
+        "report": {"report": run_dir / "report"},
+    }
     for name in ("base", "dmax"):
-        d = cfg.run_dir / name
-        assert (d / "model.safetensors").is_file() and (d / "config.json").is_file()
-        assert (d / "tokenizer.json").is_file() and (d / "dmax_bundle.json").is_file()
+        assert {"model.safetensors", "config.json", "SHA256SUMS", "tokenizer.json", "dmax_bundle.json"} <= {
+            p.name for p in (run_dir / name).iterdir()}
+    assert read_provenance(run_dir / "base")["steps"] == cfg.pretrain.steps
+    train = results["train"]
+    assert train.candidate.output == "dmax" and train.candidate.family == "oput"
+    assert train.tags["dmax.dataset_digest"] == results["distill"].tags["dmax.dataset_digest"]
+    assert read_provenance(run_dir / "dmax")["dataset_digest"] == train.tags["dmax.dataset_digest"]
+    assert not [p for p in run_dir.rglob("*") if p.name.startswith(".")]  # no temporary leftovers
+
+
+def test_trajectories_are_the_first_training_prompts_of_the_task(smoke_run):
+    cfg, _ = smoke_run
+    task = build_task(cfg.task.name, **cfg.task.knobs)  # drawn again, independently of the run
+    expected = [p.question for p in task.splits()["train"][: cfg.distill.n_prompts]]
+    table = pq.read_table(cfg.run_dir / "trajectories" / TRAJECTORY_FILE)
+    assert table.column("question").to_pylist() == expected
     manifest = json.loads((cfg.run_dir / "trajectories" / "manifest.json").read_text())
     assert manifest["rows"] == cfg.distill.n_prompts and len(manifest["digest"]) == 64
-    metrics = json.loads(paths["evaluate"].read_text())
-    n_grid = len(cfg.evaluate.models) * len(cfg.evaluate.decoders) * len(cfg.evaluate.thresholds)
-    assert len([c for c in metrics["cells"] if c["split"] == "test"]) == n_grid
-    for c in metrics["cells"]:
-        assert c["n"] == (cfg.task.n_test if c["split"] == "test" else cfg.task.n_validation)
-        assert 0.0 <= c["accuracy"] <= 1.0 and c["nfe_mean"] >= 1
-    assert (paths["report"] / "report.md").read_text().startswith("# dmax evaluation report")
-    assert (paths["report"] / "tradeoff.png").stat().st_size > 1000
-    # no temporary leftovers anywhere in the run directory
-    assert not [p for p in cfg.run_dir.rglob("*") if p.name.startswith(".")]
+
+
+def test_every_cell_recomputes_from_the_samples_it_kept(smoke_run):
+    cfg, results = smoke_run
+    evaluation = results["evaluate"].evaluation
+    assert Evaluation.load(cfg.run_dir / "eval" / "metrics.json") == evaluation
+    ev = cfg.evaluate
+    expected_grid = {(m, d, t, "test") for m in ev.models for d in ev.decoders for t in ev.thresholds}
+    expected_grid |= {("dmax", "spd", t, "validation") for t in ev.thresholds}
+    assert {c.key for c in evaluation.cells} == expected_grid
+    task = build_task(cfg.task.name, **cfg.task.knobs)
+    rows = [json.loads(line) for line in (cfg.run_dir / "eval" / "samples.jsonl").read_text().splitlines()]
+    problems = {p.question: p for split in task.splits().values() for p in split}
+    for cell in evaluation.cells:
+        kept = [r for r in rows if (r["model"], r["decoder"], r["threshold"], r["split"]) == cell.key]
+        samples = [Sample(**{k: v for k, v in r.items() if k not in ("model", "decoder", "threshold", "split")})
+                   for r in kept]
+        assert len(samples) == cell.n == (cfg.task.n_test if cell.split == "test" else cfg.task.n_validation)
+        assert Cell.from_samples(*cell.key, samples) == cell
+        for s in samples:  # each verdict is the task's own scorer's
+            assert s.correct == task.is_correct(s.text, problems[s.question])
+    # an untrained model must not produce a headline ratio
+    assert not evaluation.headline.valid and "under-trained" in evaluation.headline.reason
+    assert results["evaluate"].metrics == {"headline_valid": 0.0}
+
+
+def test_evaluation_is_deterministic(smoke_run):
+    cfg, results = smoke_run
+    again = run_stage("evaluate", cfg).evaluation
+    timing = {"tps": 0.0, "tps_total": 0.0}
+    first = results["evaluate"].evaluation.cells
+    assert [replace(c, **timing) for c in again.cells] == [replace(c, **timing) for c in first]
+
+
+def test_report_renders_the_evaluation(smoke_run):
+    cfg, results = smoke_run
+    text = (cfg.run_dir / "report" / "report.md").read_text()
+    assert text.startswith("# dmax evaluation report — preset `smoke`")
+    assert "**Headline not computed:** base model under-trained" in text
+    assert text.count("| dmax | spd |") == 2 * len(cfg.evaluate.thresholds)  # test and validation tables
+    assert (cfg.run_dir / "report" / "tradeoff.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    plot_data = json.loads((cfg.run_dir / "report" / "tradeoff.json").read_text())
+    assert len(plot_data) == len(results["evaluate"].evaluation.select(split="test"))
+
+
+def test_the_control_objective_writes_control_and_never_dmax(smoke_run):
+    cfg, _ = smoke_run
+    before = (cfg.run_dir / "dmax" / "model.safetensors").read_bytes()
+    control = run_stage("train", load_config("smoke", [f"run_dir={cfg.run_dir}", "train.objective=sft"]))
+    assert dict(control.outputs) == {"control": cfg.run_dir / "control"}
+    assert control.candidate.family == "sft" and control.candidate.output == "control"
+    assert (cfg.run_dir / "dmax" / "model.safetensors").read_bytes() == before
+    assert read_provenance(cfg.run_dir / "control")["objective"] == "sft"
 
 
 def test_corrupt_trajectories_fail_in_words_and_leave_dmax_untouched(smoke_run):
     cfg, _ = smoke_run
-    traj = cfg.run_dir / "trajectories" / stages.TRAJECTORY_FILE
-    original = traj.read_bytes()
+    directory = cfg.run_dir / "trajectories"
+    traj, manifest = directory / TRAJECTORY_FILE, directory / "manifest.json"
+    original, original_manifest = traj.read_bytes(), manifest.read_text()
     before = (cfg.run_dir / "dmax" / "model.safetensors").read_bytes()
     try:
+        traj.write_bytes(original[:-20] + bytes(20))  # damaged after distill wrote it
+        with pytest.raises(DataError, match=r"trajectories\.parquet does not match the digest in manifest\.json"):
+            run_stage("train", cfg)
+        manifest.unlink()  # without the manifest the file itself is checked
         traj.write_bytes(b"this is not parquet")
         with pytest.raises(DataError, match="corrupt or not parquet"):
-            stages.train(cfg)
+            run_stage("train", cfg)
         pq.write_table(pa.table({"prompt": ["x"]}), traj)
         with pytest.raises(DataError, match="lacks column"):
-            stages.train(cfg)
+            run_stage("train", cfg)
     finally:
         traj.write_bytes(original)
+        manifest.write_text(original_manifest)
     assert (cfg.run_dir / "dmax" / "model.safetensors").read_bytes() == before
 
 
-def test_missing_checkpoint_is_a_clear_error(tmp_path):
-    from dmax_core.config import load_config
-
+def test_missing_inputs_are_clear_errors(tmp_path):
     cfg = load_config("smoke", [f"run_dir={tmp_path}"])
     with pytest.raises(DataError, match="checkpoint directory not found"):
-        stages.distill(cfg)
+        run_stage("distill", cfg)
+    with pytest.raises(DataError, match="trajectory file not found"):
+        run_stage("train", cfg)
     with pytest.raises(DataError, match="metrics file not found"):
-        stages.report(cfg)
+        run_stage("report", cfg)

@@ -8,18 +8,16 @@ from collections import Counter
 
 import pytest
 
-from dmax_core.data import (
+from dmax_core.tasks import Problem, build_task, load_problems, save_problems
+from dmax_core.tasks.running_total import (
     DEFAULT_ADD_VERBS,
     DEFAULT_SUB_VERBS,
-    Problem,
     count_questions,
+    extract_final_answer,
     generate_problems,
-    load_problems,
     make_splits,
-    save_problems,
     vocabulary,
 )
-from dmax_core.evaluation.scoring import extract_final_answer, is_correct
 from dmax_core.tokenizer import (
     build_tokenizer,
     encode,
@@ -285,6 +283,7 @@ def test_save_load_keeps_template_and_ids(tok, tmp_path):
 
 def test_scoring_hand_cases():
     p = Problem("Mia has 8 books . How many now ?", "8 - 6 = 2 . #### 5", "5")
+    is_correct = build_task("running_total").is_correct
     assert extract_final_answer("8 - 6 = 2 . #### 5") == "5"
     assert is_correct("8 - 6 = 2 . 2 + 3 = 5 . #### 5", p)
     assert is_correct("####   5 <|role_end|><|endoftext|>", p)

@@ -1,8 +1,8 @@
-"""Fast tests of the platform layer: MLflow tracking against a real sqlite store, the champion rule,
-the environment switches, and the consistency of prefect.yaml / dvc.yaml / params.yaml with the code.
+"""The platform layer: MLflow tracking against a real sqlite store, the registry and its champion, the
+environment switches, and the stage table holding the CLI, Prefect, dvc.yaml and params.yaml to itself.
 
-The stage functions are replaced by small fakes here; the real pipeline under real servers is in
-tests/integration/.
+Stages run for real on the smoke preset where it matters (the control checkpoint registered by
+`dmax train train.objective=sft --track`); the full pipeline under real servers is in tests/integration/.
 """
 
 from __future__ import annotations
@@ -13,9 +13,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dmax_core import env, tracking
+from dmax_core import cli, env
+from dmax_core.bundle import weights_digest
 from dmax_core.config import load_config
 from dmax_core.errors import DataError
+from dmax_core.evaluation.records import Cell, Evaluation
+from dmax_core.evaluation.rules import compute_headline
+from dmax_core.results import ModelCandidate, StageResult
+from dmax_core.stages import STAGES, run_stage
+from dmax_core.stages.dvc import dvc_pipeline
+from dmax_core.tracking import Tracker, registered_model_name, tracking_client
+from dmax_core.tracking.store import default_artifact_location, tracking_uri
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -44,171 +52,200 @@ def test_project_dir_is_the_checkout(monkeypatch):
 def test_default_tracking_store_is_sqlite_in_the_project(monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv(env.PROJECT_DIR_VARIABLE, raising=False)
-    assert tracking.tracking_uri() == f"sqlite:///{REPO / 'mlruns.db'}"
-    assert tracking.default_artifact_location(tracking.tracking_uri()) == (REPO / "mlartifacts").as_uri()
+    assert tracking_uri() == f"sqlite:///{REPO / 'mlruns.db'}"
+    assert default_artifact_location(tracking_uri()) == (REPO / "mlartifacts").as_uri()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
-    assert tracking.tracking_uri() == "http://127.0.0.1:5999"
-    assert tracking.default_artifact_location("http://127.0.0.1:5999") is None
+    assert tracking_uri() == "http://127.0.0.1:5999"
+    assert default_artifact_location("http://127.0.0.1:5999") is None
 
 
-# ------------------------------------------------------------------------------ champion rule
-@pytest.mark.parametrize(
-    ("new", "champion", "promote"),
-    [
-        ({"accuracy": 0.90, "tpf": 3.0}, None, True),  # first version takes the title
-        ({"accuracy": 0.895, "tpf": 4.0}, {"accuracy": 0.90, "tpf": 3.0}, True),  # 0.5 pp loss, more TPF
-        ({"accuracy": 0.89, "tpf": 4.0}, {"accuracy": 0.90, "tpf": 3.0}, True),  # exactly 1 pp
-        ({"accuracy": 0.885, "tpf": 9.0}, {"accuracy": 0.90, "tpf": 3.0}, False),  # 1.5 pp loss
-        ({"accuracy": 0.99, "tpf": 3.0}, {"accuracy": 0.90, "tpf": 3.0}, False),  # no TPF gain
-        ({"accuracy": 0.99, "tpf": 3.0}, {}, True),  # champion without metrics cannot be compared
-        ({}, None, False),  # no headline cell: nothing to promote
-    ],
-)
-def test_beats_champion(new, champion, promote):
-    decision = tracking.beats_champion(new, champion, accuracy_tolerance_pp=1.0)
-    assert decision.promote is promote, decision.reason
-    assert decision.reason
-
-
-def _evaluation(accuracy: float, tpf: float) -> dict:
-    cell = {"model": "dmax", "decoder": "spd", "threshold": 0.7, "split": "test", "accuracy": accuracy,
-            "tpf_mean": tpf, "tps_mean": 100.0, "tps_total": 90.0, "nfe_mean": 5.0, "tokens_mean": 20.0,
-            "n": 10}  # fmt: skip
-    base = {**cell, "model": "base", "decoder": "threshold", "tpf_mean": tpf / 2}
-    headline = {"baseline": base, "dmax": cell, "tpf_ratio": 2.0, "accuracy_delta_pp": 0.0, "valid": True}
-    return {"cells": [cell, base], "headline": {**headline, "reason": "ok"}}
-
-
-def test_headline_metrics_short_names():
-    metrics = tracking.headline_metrics(_evaluation(0.9, 4.0))
-    assert metrics["accuracy"] == 0.9 and metrics["tpf"] == 4.0
-    assert metrics["tps"] == 100.0 and metrics["tps_total"] == 90.0 and metrics["nfe"] == 5.0
-    assert metrics["baseline/tpf"] == 2.0 and metrics["tpf_ratio"] == 2.0 and metrics["headline_valid"] == 1.0
-    empty = {"dmax": None, "baseline": None, "tpf_ratio": None, "valid": False}
-    invalid = tracking.headline_metrics({"cells": [], "headline": empty})
-    assert invalid == {"headline_valid": 0.0}
+def test_the_distribution_name_is_not_the_taken_one():
+    """`dmax` on the public index is an unrelated project (toolchain.md); the command stays `dmax`."""
+    project = (REPO / "pyproject.toml").read_text()
+    assert f'name = "{env.DISTRIBUTION}"' in project and env.DISTRIBUTION != "dmax"
+    assert 'dmax = "dmax_core.cli:main"' in project
 
 
 # --------------------------------------------------------------------------------- real MLflow
 @pytest.fixture(scope="module")
-def client(tmp_path_factory):
-    store = tmp_path_factory.mktemp("mlflow")
-    return tracking.tracking_client(f"sqlite:///{store / 'mlruns.db'}")
+def store(tmp_path_factory):
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlruns.db'}"
 
 
-def _config(tmp_path: Path, preset: str):
-    return load_config("smoke", [f"run_dir={tmp_path / 'run'}", f"preset={preset}"])
+@pytest.fixture(scope="module")
+def tracker(store):
+    return Tracker(tracking_client(store))
 
 
-def _fake_checkpoint(directory: Path, content: bytes) -> Path:
+def _config(tmp_path: Path, preset: str, *overrides: str):
+    return load_config("smoke", [f"run_dir={tmp_path / 'run'}", f"preset={preset}", *overrides])
+
+
+def _checkpoint(directory: Path, content: bytes) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "model.safetensors").write_bytes(content)
     (directory / "config.json").write_text("{}")
     return directory
 
 
-def test_logger_batches_and_mirrors_metrics_to_the_parent(client, tmp_path):
+def _evaluation(accuracy: float, tpf: float) -> Evaluation:
+    def cell(model, decoder, threshold, split, acc, speed):
+        return Cell(model=model, decoder=decoder, threshold=threshold, split=split, n=100, accuracy=acc,
+                    tpf=speed, tps=100.0, nfe=5.0, tokens=20.0, tpf_total=speed, tps_total=90.0)
+
+    cells = [cell("base", "threshold", 1.0, "test", 0.99, 1.0), cell("base", "threshold", 0.5, "test", 0.5, 4.0),
+             cell("dmax", "spd", 0.5, "validation", accuracy, tpf), cell("dmax", "spd", 0.5, "test", accuracy, tpf)]
+    return Evaluation(cells=tuple(cells), headline=compute_headline(cells))
+
+
+def test_logger_batches_and_mirrors_metrics_to_the_parent(tracker, tmp_path):
     cfg = _config(tmp_path, "logger-test")
+    client = tracker.client
     with (
-        tracking.pipeline_run(cfg, client=client) as parent,
-        tracking.stage_run(cfg, "train", parent_run_id=parent, client=client) as logger,
+        tracker.pipeline_run(cfg) as parent,
+        tracker.stage_run(cfg, "train", ("seed", "block_length", "train"), parent_run_id=parent) as run,
     ):
         for step in range(1, 31):
-            logger.log_metrics({"train/loss": 1.0 / step, "train/lr": 1e-3}, step=step)
-        logger.log_params({"extra": {"nested": 1}})
-        logger.log_params({"extra.nested": 1})  # same value again: skipped, not an error
-        logger.set_tags({"dataset_digest": "abc"})
-        stage_id = logger.run_id
+            run.logger.log_metrics({"train/loss": 1.0 / step, "train/lr": 1e-3}, step=step)
+        run.logger.log_params({"extra": {"nested": 1}})
+        run.logger.log_params({"extra.nested": 1})  # same value again: skipped, not an error
+        stage_id = run.logger.run_id
     stage, parent_run = client.get_run(stage_id), client.get_run(parent)
     history = client.get_metric_history(stage_id, "train/loss")
     assert [m.step for m in history] == list(range(1, 31))
+    assert [m.value for m in history] == [1.0 / step for step in range(1, 31)]
     assert len(client.get_metric_history(parent, "train/loss")) == 30
     assert stage.data.tags["mlflow.parentRunId"] == parent and stage.data.tags["dmax.stage"] == "train"
     assert stage.data.params["extra.nested"] == "1" and stage.data.params["train.lr"] == str(cfg.train.lr)
     assert "pretrain.lr" not in stage.data.params  # stage runs carry only the groups they read
     assert parent_run.data.params["model.hidden_size"] == str(cfg.model.hidden_size)
-    for tag in ("mlflow.source.git.commit", "dmax.preset", "dmax.torch_version", "dmax.device"):
-        assert parent_run.data.tags[tag]
+    assert parent_run.data.params["decoding.spd.confidence_stop"] == "0.9"
+    assert parent_run.data.tags["dmax.preset"] == "logger-test"
+    assert parent_run.data.tags["dmax.version"].startswith(env.DISTRIBUTION)
+    assert parent_run.data.tags["dmax.device"] == env.device_name()
     assert stage.info.status == parent_run.info.status == "FINISHED"
 
 
-def test_registry_moves_champion_only_on_a_real_improvement(client, tmp_path):
+def test_registry_moves_champion_only_on_a_real_improvement(tracker, tmp_path):
+    """A fake stage offers four checkpoints; each is evaluated and judged by the champion rule."""
     cfg = _config(tmp_path, "registry-test")
-    name = tracking.registered_model_name(cfg)
+    client = tracker.client
+    name = registered_model_name("registry-test", "oput")
     versions = []
     for i, (accuracy, tpf) in enumerate([(0.90, 3.0), (0.895, 4.0), (0.88, 5.0), (0.91, 3.5)]):
-        _fake_checkpoint(Path(cfg.run_dir) / "dmax", f"weights {i}".encode())
-        with tracking.stage_run(cfg, "train", client=client) as logger:
-            logger.log_artifact(Path(cfg.run_dir) / "dmax", "dmax")
-            version = tracking.register_candidate(client, cfg, logger.run_id)
-        decision = tracking.promote_if_better(client, cfg, version, tracking.headline_metrics(
-            _evaluation(accuracy, tpf)))  # fmt: skip
-        versions.append((version, decision.promote))
-    assert [promoted for _, promoted in versions] == [True, True, False, False]
+        directory = _checkpoint(Path(cfg.run_dir) / "dmax", f"weights {i}".encode())
+        digest = f"{i:064x}"
+        with tracker.stage_run(cfg, "train", ("train",)) as run:
+            run.record(StageResult("train", outputs={"dmax": directory},
+                                   candidate=ModelCandidate("dmax", "oput", digest)))
+        with tracker.stage_run(cfg, "evaluate", ("evaluate",)) as run:
+            facts = run.record(StageResult("evaluate", evaluation=_evaluation(accuracy, tpf),
+                                           evaluated={"oput": digest}))
+        versions.append((facts["model_version"], facts["champion"]))
+    assert [promoted for _, promoted in versions] == ["true", "true", "false", "false"]
     assert str(client.get_model_version_by_alias(name, "champion").version) == versions[1][0]
     assert str(client.get_model_version_by_alias(name, "candidate").version) == versions[3][0]
     third = client.get_model_version(name, versions[2][0])
-    assert "accuracy loss" in third.tags["dmax.champion_decision"]
+    assert third.tags["dmax.champion_decision"].startswith("accuracy loss 1.50 pp > 1 pp (tpf 5.000 vs champion 4.000")
     assert float(third.tags["eval.tpf"]) == 5.0
+    assert third.source.endswith("/dmax")
 
 
-def test_run_stage_records_outputs_and_marks_failures(client, tmp_path, monkeypatch):
-    from dmax_core import stages
-
+def test_a_stage_run_records_its_outputs_and_fails_in_words(tracker, tmp_path):
     cfg = _config(tmp_path, "stage-test")
-    run_dir = Path(cfg.run_dir)
+    client = tracker.client
+    out = Path(cfg.run_dir) / "report"
+    out.mkdir(parents=True)
+    (out / "report.md").write_text("# report\n")
+    with tracker.stage_run(cfg, "report", ("report",)) as run:
+        run.record(StageResult("report", outputs={"report": out}, metrics={"report/rows": 2.0}))
+        run_id = run.logger.run_id
+    done = client.get_run(run_id)
+    assert done.info.status == "FINISHED" and done.data.metrics["report/rows"] == 2.0
+    assert [a.path for a in client.list_artifacts(run_id, "report")] == ["report/report.md"]
 
-    def fake_report(cfg, logger=None):
-        out = run_dir / "report"
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "report.md").write_text("# report\n")
-        logger.log_metrics({"report/rows": 2.0})
-        return out
-
-    def corrupt_train(cfg, logger=None):
+    with pytest.raises(DataError, match="corrupt"), tracker.pipeline_run(cfg) as parent, \
+            tracker.stage_run(cfg, "train", ("train",), parent_run_id=parent):
         raise DataError("trajectory file trajectories.parquet is corrupt or not parquet")
-
-    monkeypatch.setattr(stages, "report", fake_report)
-    monkeypatch.setattr(stages, "train", corrupt_train)
-
-    assert tracking.run_stage(cfg, "report", client=client) == run_dir / "report"
-    report_run = client.search_runs(
-        [client.get_experiment_by_name("dmax").experiment_id], "tags.`dmax.stage` = 'report'"
-    )[0]
-    assert report_run.info.status == "FINISHED" and report_run.data.metrics["report/rows"] == 2.0
-    assert [a.path for a in client.list_artifacts(report_run.info.run_id, "report")] == ["report/report.md"]
-
-    with pytest.raises(DataError, match="corrupt"), tracking.pipeline_run(cfg, client=client) as parent:
-        tracking.run_stage(cfg, "train", parent_run_id=parent, client=client)
     assert client.get_run(parent).info.status == "FAILED"
     failed = client.search_runs([client.get_run(parent).info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent}'")
     assert [r.info.status for r in failed] == ["FAILED"]
     assert "corrupt" in failed[0].data.tags["dmax.error"]
 
-    with pytest.raises(ValueError, match="unknown stage"):
-        tracking.run_stage(cfg, "deploy", client=client)
+    with pytest.raises(FileNotFoundError, match="does not exist"), tracker.stage_run(cfg, "eval", ()) as run:
+        run.record(StageResult("evaluate", outputs={"eval": Path(cfg.run_dir) / "missing"}))
 
 
-def test_pipeline_stages_follow_the_preset():
-    assert tracking.pipeline_stages(load_config("smoke"))[0] == "pretrain"
-    with_base = load_config("smoke", ["model.base_path=/models/llada2-mini"])
-    assert tracking.pipeline_stages(with_base) == ("distill", "train", "evaluate", "report")
-    assert tracking.pipeline_stages(with_base, pretrain=True)[0] == "pretrain"
+@pytest.fixture(scope="module")
+def smoke_inputs(tmp_path_factory):
+    """A smoke run's base model and trajectories, made by the real stages."""
+    cfg = load_config("smoke", [f"run_dir={tmp_path_factory.mktemp('tracked') / 'run'}", "preset=tracked-smoke"])
+    run_stage("pretrain", cfg)
+    run_stage("distill", cfg)
+    return cfg
+
+
+def test_tracked_sft_training_registers_the_control_checkpoint(smoke_inputs, store, monkeypatch, capsys):
+    """`dmax train train.objective=sft --track` logs and registers `control/`, the directory it wrote."""
+    cfg = smoke_inputs
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    with pytest.raises(SystemExit) as done:
+        cli.main(["train", "--preset", "smoke", f"run_dir={cfg.run_dir}", "preset=tracked-smoke",
+                  "train.objective=sft", "--track"])
+    assert done.value.code == 0, capsys.readouterr().err
+    assert f"train: control -> {cfg.run_dir / 'control'}" in capsys.readouterr().out
+    client = tracking_client(store)
+    name = registered_model_name("tracked-smoke", "sft")
+    version = client.get_model_version_by_alias(name, "candidate")
+    assert version.source.endswith("/control")
+    artifacts = {Path(a.path).name for a in client.list_artifacts(version.run_id, "control")}
+    assert {"model.safetensors", "SHA256SUMS", "tokenizer.json"} <= artifacts
+    assert not client.list_artifacts(version.run_id, "dmax")  # nothing logged under a path it did not write
+    assert not (cfg.run_dir / "dmax").exists()
+    assert client.search_registered_models(f"name = '{registered_model_name('tracked-smoke', 'oput')}'") == []
+    assert version.tags["dmax.checkpoint_sha256"] == weights_digest(cfg.run_dir / "control")
+
+
+def test_tracked_pretrain_with_a_given_base_records_nothing(tmp_path, monkeypatch, capsys):
+    store = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    with pytest.raises(SystemExit) as done:
+        cli.main(["pretrain", "--preset", "smoke", f"model.base_path={tmp_path / 'downloaded'}",
+                  f"run_dir={tmp_path / 'run'}", "--track"])
+    assert done.value.code == 0
+    assert "pretrain: skipped (model.base_path is set" in capsys.readouterr().out
+    client = tracking_client(store)
+    experiments = client.search_experiments()
+    assert not [r for e in experiments for r in client.search_runs([e.experiment_id])]
+    assert not (tmp_path / "run" / "base").exists()
 
 
 # -------------------------------------------------------------------- the three ways to run it
-def test_prefect_yaml_declares_the_deployments():
+def test_the_cli_offers_one_command_per_stage():
+    parser = cli._parser()
+    commands = next(a for a in parser._actions if a.dest == "command").choices
+    assert list(commands) == [s.name for s in STAGES] + list(cli.COMMANDS)
+    for stage in STAGES:
+        assert commands[stage.name].description == stage.help
+
+
+def test_prefect_flows_and_deployments_follow_the_stage_table():
     import flows.pipeline as pipeline_module
 
+    assert list(pipeline_module.STAGE_TASKS) == [s.name for s in STAGES]
+    assert [t.name for t in pipeline_module.STAGE_TASKS.values()] == [s.name for s in STAGES]
     spec = yaml.safe_load((REPO / "prefect.yaml").read_text())
     deployments = {d["name"]: d for d in spec["deployments"]}
-    assert {"full-pipeline", "scheduled-retrain", *tracking.STAGES} <= set(deployments)
+    stage_deployments = [d for d in spec["deployments"] if d["entrypoint"].endswith(":stage_flow")]
+    assert [d["name"] for d in stage_deployments] == [s.name for s in STAGES]
+    assert all(d["parameters"]["stage"] == d["name"] for d in stage_deployments)
     for deployment in deployments.values():
         path, attribute = deployment["entrypoint"].split(":")
         assert (REPO / path).is_file()
         assert hasattr(getattr(pipeline_module, attribute), "fn"), f"{attribute} is not a Prefect flow"
         assert deployment["work_pool"]["name"] == "dmax-process"
     assert pipeline_module.full_pipeline.name == "dmax"  # -> `prefect deployment run dmax/full-pipeline`
+    assert pipeline_module.stage_flow.name == "dmax-stage"  # -> `prefect deployment run dmax-stage/train`
     schedules = deployments["scheduled-retrain"]["schedules"]
     assert schedules and all(s["cron"] and s["active"] is False for s in schedules)
     assert "schedules" not in deployments["full-pipeline"]
@@ -230,15 +267,11 @@ def test_task_retries_skip_user_errors():
     assert retry_only_transient(None, None, FailedState(RuntimeError("worker crashed"))) is True
 
 
-def test_dvc_pipeline_matches_the_stages_and_params():
-    spec = yaml.safe_load((REPO / "dvc.yaml").read_text())
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    load_config(REPO / "params.yaml")  # params.yaml is a valid dmax config
-    assert list(spec["stages"]) == list(tracking.STAGES)
-    for name, stage in spec["stages"].items():
-        assert f"dmax_core.cli {name} --preset params.yaml" in stage["cmd"]
-        for key in stage["params"]:
-            assert key in params, f"dvc.yaml stage {name} tracks unknown param group {key}"
+def test_dvc_yaml_is_the_stage_table():
+    """dvc.yaml is generated from the table (`make dvc-files`); any drift fails here."""
+    committed = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    assert committed == dvc_pipeline()
+    for stage in committed["stages"].values():
         for dep in stage["deps"]:
             assert "${run_dir}" in dep or (REPO / dep).exists(), f"dvc.yaml dep {dep} does not exist"
     config = (REPO / ".dvc" / "config").read_text()
@@ -246,14 +279,33 @@ def test_dvc_pipeline_matches_the_stages_and_params():
     assert "__pycache__/" in (REPO / ".dvcignore").read_text()
 
 
-def test_tracking_writes_nothing_when_metrics_json_is_missing(client, tmp_path):
-    cfg = _config(tmp_path, "missing-eval")
-    with (
-        pytest.raises(FileNotFoundError, match=r"metrics\.json"),
-        tracking.stage_run(cfg, "evaluate", client=client) as logger,
-    ):
-        tracking.record_stage_outputs(cfg, "evaluate", logger)
-    failed = client.search_runs(
-        [client.get_experiment_by_name("dmax").experiment_id], "tags.`dmax.preset` = 'missing-eval'"
-    )
-    assert [r.info.status for r in failed] == ["FAILED"]
+def test_params_yaml_is_the_resolved_tiny_preset_and_has_every_group_the_table_names():
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    assert params == load_config("tiny", ["run_dir=runs/dvc"]).model_dump(mode="json")
+    for stage in STAGES:
+        for group in stage.param_groups:
+            assert group in params, f"stage {stage.name} reads {group}, which params.yaml lacks"
+
+
+def test_every_stage_run_carries_its_declared_param_groups(tracker, tmp_path):
+    cfg = _config(tmp_path, "groups-test")
+    for stage in STAGES:
+        with tracker.pipeline_run(cfg) as parent, \
+                tracker.stage_run(cfg, stage.name, stage.param_groups, parent_run_id=parent) as run:
+            run_id = run.logger.run_id
+        params = tracker.client.get_run(run_id).data.params
+        groups = {key.split(".")[0] for key in params}
+        assert set(stage.param_groups) <= groups, stage.name
+        assert not groups - set(stage.param_groups) - {"preset", "run_dir", "num_threads"}, stage.name
+
+
+def test_evaluation_metrics_reach_mlflow_under_one_name(tracker, tmp_path):
+    cfg = _config(tmp_path, "names-test")
+    evaluation = _evaluation(0.95, 4.0)
+    with tracker.stage_run(cfg, "evaluate", ("evaluate",)) as run:
+        run.record(StageResult("evaluate", metrics=evaluation.headline.metrics(), evaluation=evaluation))
+        run_id = run.logger.run_id
+    logged = tracker.client.get_run(run_id).data.metrics
+    assert logged["tpf"] == 4.0 and logged["baseline/tpf"] == 1.0 and logged["tpf_ratio"] == 4.0
+    assert set(logged) == set(evaluation.headline.metrics())
+    assert evaluation.cells[0].metrics()["eval/test/base/threshold/thr_1/tpf"] == 1.0

@@ -3,6 +3,7 @@
 import math
 
 import torch
+from builders import tiny_model
 
 from dmax_core.config import TrainConfig
 from dmax_core.diffusion import (
@@ -25,14 +26,15 @@ def _batch(tokenizer, problems, model, n=96):
     return data, noisy, training_layout(n, 32)
 
 
-def test_rollout_substitution_b3(tokenizer, tiny_model, problems):
-    data, noisy, layout = _batch(tokenizer, problems[:4], tiny_model)
+def test_rollout_substitution_b3(tokenizer, problems):
+    model = tiny_model(tokenizer=tokenizer)
+    data, noisy, layout = _batch(tokenizer, problems[:4], model)
     flags = torch.tensor([True, False, True, False])
-    rolled = on_policy_rollout(tiny_model, noisy, data.clean_ids, flags, tiny_model.mask_token_id, layout)
+    rolled = on_policy_rollout(model, noisy, data.clean_ids, flags, model.mask_token_id, layout)
     # independent recomputation of the argmax for flagged rows
     with torch.no_grad():
-        argmax = forward_noisy_half(tiny_model, noisy, data.clean_ids, layout).argmax(-1)
-    mask_id = tiny_model.mask_token_id
+        argmax = forward_noisy_half(model, noisy, data.clean_ids, layout).argmax(-1)
+    mask_id = model.mask_token_id
     for row in range(4):
         was_mask = noisy[row] == mask_id
         if flags[row]:
@@ -46,11 +48,12 @@ def test_rollout_substitution_b3(tokenizer, tiny_model, problems):
     assert torch.equal(rolled[:, : int(data.prompt_lengths.min())], noisy[:, : int(data.prompt_lengths.min())])
 
 
-def test_trimmed_layout_gives_the_full_layouts_loss_gradients_and_rollout(tokenizer, tiny_model, problems):
+def test_trimmed_layout_gives_the_full_layouts_loss_gradients_and_rollout(tokenizer, problems):
     """Dropping the label-free noisy blocks and the unread clean blocks is exact: the reference is the
     untrimmed 2n-token layout of spec §1.2."""
+    model = tiny_model(tokenizer=tokenizer)
     n = 160  # 5 blocks: block 0 is prompt only, block 4 unlabelled pad
-    data, noisy, full = _batch(tokenizer, problems[:4], tiny_model, n=n)
+    data, noisy, full = _batch(tokenizer, problems[:4], model, n=n)
     labels = data.labels
     span = labelled_block_span(labels, 32)
     assert span is not None and span[0] >= 1 and span[1] < 4  # the test needs something to trim
@@ -58,23 +61,23 @@ def test_trimmed_layout_gives_the_full_layouts_loss_gradients_and_rollout(tokeni
     assert trimmed.attention_mask.shape[0] < full.attention_mask.shape[0]
 
     def loss_and_grads(layout):
-        tiny_model.zero_grad(set_to_none=True)
-        loss = training_loss(tiny_model, noisy, data.clean_ids, labels, layout)
+        model.zero_grad(set_to_none=True)
+        loss = training_loss(model, noisy, data.clean_ids, labels, layout)
         loss.backward()
-        return loss.detach(), [p.grad.clone() for p in tiny_model.parameters() if p.grad is not None]
+        return loss.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
 
     loss_full, grads_full = loss_and_grads(full)
     loss_trim, grads_trim = loss_and_grads(trimmed)
-    tiny_model.zero_grad(set_to_none=True)
+    model.zero_grad(set_to_none=True)
     assert torch.allclose(loss_full, loss_trim, rtol=1e-5, atol=1e-6)
     assert len(grads_full) == len(grads_trim)
     for g_full, g_trim in zip(grads_full, grads_trim, strict=True):
         assert torch.allclose(g_full, g_trim, rtol=1e-4, atol=1e-6)
 
     flags = torch.ones(4, dtype=torch.bool)
-    mask_id = tiny_model.mask_token_id
-    rolled_full = on_policy_rollout(tiny_model, noisy, data.clean_ids, flags, mask_id, full)
-    rolled_trim = on_policy_rollout(tiny_model, noisy, data.clean_ids, flags, mask_id, trimmed)
+    mask_id = model.mask_token_id
+    rolled_full = on_policy_rollout(model, noisy, data.clean_ids, flags, mask_id, full)
+    rolled_trim = on_policy_rollout(model, noisy, data.clean_ids, flags, mask_id, trimmed)
     labelled = labels != IGNORE_INDEX
     assert torch.equal(rolled_full[labelled], rolled_trim[labelled])
 
@@ -111,25 +114,23 @@ def _cfg(**kw):
 
 
 def test_resume_reproduces_uninterrupted_run(tokenizer, problems, tmp_path):
-    from tests.conftest import make_tiny_model
-
     data = duplicate_for_oput(encode_conversations(tokenizer, [(p.question, p.answer) for p in problems], 96, 32))
-    straight = make_tiny_model(tokenizer)
+    straight = tiny_model(tokenizer=tokenizer)
     train_model(straight, data, _cfg(), block_length=32, mask_id=straight.mask_token_id)
 
-    first = make_tiny_model(tokenizer)
+    first = tiny_model(tokenizer=tokenizer)
     train_model(first, data, _cfg(steps=6, checkpoint_every=3), block_length=32, mask_id=first.mask_token_id,
                 checkpoint_dir=tmp_path / "ck")
     # Simulate a crash after step 3: drop the step-6 checkpoint, resume into a fresh model.
     import shutil
 
     shutil.rmtree(tmp_path / "ck" / "step-0000006")
-    resumed = make_tiny_model(tokenizer)  # a fresh process re-creates the same initial weights
+    resumed = tiny_model(tokenizer=tokenizer)  # a fresh process re-creates the same initial weights
     result = train_model(resumed, data, _cfg(checkpoint_every=3), block_length=32,
                          mask_id=resumed.mask_token_id, checkpoint_dir=tmp_path / "ck")
     assert result.resumed_from == 3
     # A rerun with other settings must not resume from this run's checkpoints.
-    other = make_tiny_model(tokenizer)
+    other = tiny_model(tokenizer=tokenizer)
     result = train_model(other, data, _cfg(lr=1e-3, checkpoint_every=3), block_length=32,
                          mask_id=other.mask_token_id, checkpoint_dir=tmp_path / "ck")
     assert result.resumed_from == 0
@@ -138,11 +139,9 @@ def test_resume_reproduces_uninterrupted_run(tokenizer, problems, tmp_path):
 
 
 def test_both_objectives_reduce_loss_and_pad_row_stays_frozen(tokenizer, problems):
-    from tests.conftest import make_tiny_model
-
     data = duplicate_for_oput(encode_conversations(tokenizer, [(p.question, p.answer) for p in problems], 96, 32))
     for objective in ("sft", "oput"):
-        model = make_tiny_model(tokenizer)
+        model = tiny_model(tokenizer=tokenizer)
         pad_row = model.model.word_embeddings.weight[model.pad_token_id].clone()
         result = train_model(model, data, _cfg(objective=objective, steps=30, lr=1e-2), block_length=32,
                              mask_id=model.mask_token_id)
@@ -160,16 +159,14 @@ def test_both_objectives_reduce_loss_and_pad_row_stays_frozen(tokenizer, problem
 def test_masked_only_loss_positions(tokenizer, problems):
     """`loss_positions=masked` labels only noised positions: no noise -> nothing to learn (loss 0);
     full noise -> identical to labelling every position."""
-    from tests.conftest import make_tiny_model
-
     data = encode_conversations(tokenizer, [(p.question, p.answer) for p in problems[:4]], 96, 32)
-    model = make_tiny_model(tokenizer)
+    model = tiny_model(tokenizer=tokenizer)
     none = train_model(model, data, _cfg(objective="sft", steps=1, noise_low=0.0, noise_high=0.0,
                                          loss_positions="masked"), block_length=32, mask_id=model.mask_token_id)
     assert none.final_loss == 0.0
     losses = []
     for positions in ("masked", "all"):
-        model = make_tiny_model(tokenizer)
+        model = tiny_model(tokenizer=tokenizer)
         result = train_model(model, data, _cfg(objective="sft", steps=1, noise_low=1.0, noise_high=1.0,
                                                loss_positions=positions), block_length=32,
                              mask_id=model.mask_token_id)

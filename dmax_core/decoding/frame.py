@@ -21,9 +21,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from dmax_core.decoding.policies import BlockPolicy, TokenEmbedder
+from dmax_core.decoding.policy import BlockPolicy, TokenEmbedder
 from dmax_core.diffusion import block_causal_mask
+from dmax_core.errors import DecodingError
 from dmax_core.models.kv_cache import KVCache
+from dmax_core.registry import check_int
 
 INPUT_PREFILL = "prefill"
 INPUT_IDS = "ids"
@@ -79,12 +81,6 @@ class DecodeResult:
         return self.tokens / self.nfe if self.nfe else 0.0
 
 
-def _check_positive_int(knob: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{knob} must be an int >= 1, got {value!r}")
-    return value
-
-
 def _model_device(model: Any, fallback: torch.device) -> torch.device:
     try:
         return next(model.parameters()).device
@@ -102,6 +98,7 @@ def generate(
     record_trace: bool = True,
     use_cache: bool = True,
     callback: Callable[[StepRecord], None] | None = None,
+    max_forwards_per_block: int | None = None,
 ) -> DecodeResult:
     """Decode `gen_length` tokens after `prompt_ids` block by block with `policy` (§3.1, §4).
 
@@ -133,6 +130,9 @@ def generate(
             schedule: the prefill is counted (its work is folded into every later forward) but
             not run, and a cross-block forward is one forward either way.
         callback: called with each `StepRecord` right after the forward it describes.
+        max_forwards_per_block: the frame's cap on forwards in one block (default: `block_length`, which
+            every registered policy respects); a policy that has not finished a block by then is a
+            `DecodingError` naming the policy and the block, never an endless loop.
 
     Returns:
         A `DecodeResult`; `seconds` is the wall-clock time of the whole call (CUDA synchronised).
@@ -140,8 +140,10 @@ def generate(
     start = time.perf_counter()
     if not isinstance(policy, BlockPolicy):
         raise ValueError(f"policy must be a BlockPolicy, got {type(policy).__name__}")
-    gen_length = _check_positive_int("gen_length", gen_length)
-    block_length = _check_positive_int("block_length", block_length)
+    gen_length = check_int("gen_length", gen_length, 1)
+    block_length = check_int("block_length", block_length, 1)
+    cap = block_length if max_forwards_per_block is None else check_int("max_forwards_per_block",
+                                                                         max_forwards_per_block, 1)
     if prompt_ids.dim() == 2:
         if prompt_ids.shape[0] != 1:
             raise ValueError(f"generate supports batch size 1 only, got prompt_ids {tuple(prompt_ids.shape)}")
@@ -154,7 +156,7 @@ def generate(
 
     with torch.inference_mode():
         raw_ids, nfe, reasons, trace = _decode(
-            model, prompt_ids, policy, gen_length, block_length, record_trace, use_cache, callback
+            model, prompt_ids, policy, gen_length, block_length, record_trace, use_cache, callback, cap
         )
     prompt_length = int(prompt_ids.numel())
     eos = int(model.eos_token_id)
@@ -186,6 +188,7 @@ def _decode(
     record_trace: bool,
     use_cache: bool,
     callback: Callable[[StepRecord], None] | None,
+    cap: int,
 ) -> tuple[Tensor, int, list[str], list[StepRecord]]:
     device = _model_device(model, prompt_ids.device)
     mask_id, eos_id = int(model.mask_token_id), int(model.eos_token_id)
@@ -254,8 +257,13 @@ def _decode(
                 )
             if out.done:
                 break
-            block_ids, embeds = out.block_ids, out.next_inputs_embeds
             step_index += 1
+            if step_index >= cap:
+                raise DecodingError(
+                    f"decoding policy {policy.name!r} did not finish block {s // block_length} within {cap} "
+                    f"forwards (the frame's cap, decoding.max_forwards_per_block); its knobs: {policy.config()}"
+                )
+            block_ids, embeds = out.block_ids, out.next_inputs_embeds
         final = out.block_ids
         if not bool((final[~active] == start_ids[~active]).all()):
             raise RuntimeError(f"policy {policy.name!r} changed an inactive (prompt) position")

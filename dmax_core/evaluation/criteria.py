@@ -1,4 +1,4 @@
-"""Issue 4's reproduction criteria and the cross-seed summary, as pure functions of metrics dicts.
+"""The reproduction criteria of the DMax benchmark and the cross-seed summary, as pure functions of records.
 
 The definitions are fixed here, before any test number is looked at:
 - `base_one_token_accuracy_ge_95`: base + threshold 1.0 (one token per forward) >= 95 % on test;
@@ -13,46 +13,45 @@ The definitions are fixed here, before any test number is looked at:
 from __future__ import annotations
 
 import statistics
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from dmax_core.evaluation.headline import select_cells
+from dmax_core.evaluation.records import FIGURES, Cell, Evaluation, Headline, select_cells
+from dmax_core.evaluation.rules import TOLERANCE_SLACK_PP, within_tolerance
 
 COLLAPSE_PP = 10.0
 TARGET_RATIO = 2.5
+CRITERIA = ("base_one_token_accuracy_ge_95", "base_error_accumulation", "base_spd_collapses", "oput_spd_flat",
+            "ratio_ge_2_5")
 
 
-def _cells(metrics: dict[str, Any], model: str, decoder: str) -> list[dict[str, Any]]:
-    return select_cells(metrics["cells"], model=model, decoder=decoder, split="test")
-
-
-def reproduction_criteria(metrics: dict[str, Any], tolerance_pp: float = 1.0) -> dict[str, bool | None]:
+def reproduction_criteria(cells: Sequence[Cell], headline: Headline, tolerance_pp: float = 1.0
+                          ) -> dict[str, bool | None]:
     """Each criterion -> True/False, or None when the cells it needs were not measured."""
-    tol = tolerance_pp / 100.0
-    base = _cells(metrics, "base", "threshold")
-    one = [c for c in base if c["threshold"] == 1.0]
-    out: dict[str, bool | None] = dict.fromkeys(
-        ("base_one_token_accuracy_ge_95", "base_error_accumulation", "base_spd_collapses", "oput_spd_flat",
-         "ratio_ge_2_5"))
+    out: dict[str, bool | None] = dict.fromkeys(CRITERIA)
+    base = select_cells(cells, model="base", decoder="threshold", split="test")
+    one = [c for c in base if c.threshold == 1.0]
     if one:
-        ref = one[0]["accuracy"]
-        out["base_one_token_accuracy_ge_95"] = ref >= 0.95
-        aggressive = min(base, key=lambda c: c["threshold"])
-        out["base_error_accumulation"] = aggressive["accuracy"] < ref - tol
-        base_spd = _cells(metrics, "base", "spd")
+        reference = one[0].accuracy
+        out["base_one_token_accuracy_ge_95"] = reference >= 0.95
+        aggressive = min(base, key=lambda c: c.threshold)
+        out["base_error_accumulation"] = not within_tolerance(aggressive.accuracy, reference, tolerance_pp)
+        base_spd = select_cells(cells, model="base", decoder="spd", split="test")
         if base_spd:
-            out["base_spd_collapses"] = max(c["accuracy"] for c in base_spd) <= ref - COLLAPSE_PP / 100.0
-    dmax_spd = _cells(metrics, "dmax", "spd")
+            best = max(c.accuracy for c in base_spd)
+            out["base_spd_collapses"] = 100.0 * (reference - best) >= COLLAPSE_PP - TOLERANCE_SLACK_PP
+    dmax_spd = select_cells(cells, model="dmax", decoder="spd", split="test")
     if dmax_spd:
-        accs = [c["accuracy"] for c in dmax_spd]
-        out["oput_spd_flat"] = max(accs) - min(accs) <= tol + 1e-12
-    h = metrics.get("headline", {})
-    if h.get("valid"):
-        # 1e-9: 0.99 - 1.0 is -1.0000000000000009 pp in floats, which is "1 pp", not more.
-        out["ratio_ge_2_5"] = h["tpf_ratio"] >= TARGET_RATIO and h["accuracy_delta_pp"] >= -tolerance_pp - 1e-9
+        accuracies = [c.accuracy for c in dmax_spd]
+        out["oput_spd_flat"] = within_tolerance(min(accuracies), max(accuracies), tolerance_pp)
+    if headline.valid and headline.tpf_ratio is not None and headline.accuracy_delta_pp is not None:
+        out["ratio_ge_2_5"] = headline.tpf_ratio >= TARGET_RATIO and within_tolerance(
+            headline.accuracy_delta_pp / 100.0, 0.0, tolerance_pp)
     return out
 
 
-def _spread(values: list[float]) -> dict[str, float]:
+def spread(values: Sequence[float]) -> dict[str, float]:
+    """Mean, sample standard deviation, min and max (std 0 for a single value)."""
     return {
         "mean": statistics.fmean(values),
         "std": statistics.stdev(values) if len(values) > 1 else 0.0,
@@ -61,41 +60,45 @@ def _spread(values: list[float]) -> dict[str, float]:
     }
 
 
-def summarize_seeds(per_seed: dict[int, dict[str, Any]], tolerance_pp: float = 1.0) -> dict[str, Any]:
-    """Mean and spread over seeds of every test cell and of the headline; criteria on the means."""
+def mean_cells(per_seed: Mapping[int, Evaluation]) -> list[Cell]:
+    """Test cells averaged over seeds: each figure is the mean, `std` the spread, `seeds` the count."""
+    runs = [per_seed[s] for s in sorted(per_seed)]
+    keys = sorted({c.key for run in runs for c in run.cells if c.split == "test"})
+    out = []
+    for model, decoder, threshold, split in keys:
+        rows = [c for run in runs for c in run.select(model=model, decoder=decoder, threshold=threshold,
+                                                       split=split)]
+        spreads = {name: spread([getattr(r, name) for r in rows]) for name in FIGURES}
+        out.append(Cell(model=model, decoder=decoder, threshold=threshold, split=split,
+                        n=sum(r.n for r in rows), seeds=len(rows),
+                        std={name: s["std"] for name, s in spreads.items()},
+                        **{name: s["mean"] for name, s in spreads.items()}))
+    return out
+
+
+def summarize_seeds(per_seed: Mapping[int, Evaluation], tolerance_pp: float = 1.0) -> dict[str, Any]:
+    """Mean and spread over seeds of every test cell and of the headline; criteria per seed and on means."""
     seeds = sorted(per_seed)
-    keys = sorted({(c["model"], c["decoder"], c["threshold"]) for s in seeds for c in per_seed[s]["cells"]
-                   if c["split"] == "test"})
-    mean_cells = []
-    for model, decoder, threshold in keys:
-        rows = [c for s in seeds for c in per_seed[s]["cells"]
-                if (c["model"], c["decoder"], c["threshold"], c["split"]) == (model, decoder, threshold, "test")]
-        cell = {"model": model, "decoder": decoder, "threshold": threshold, "split": "test", "seeds": len(rows),
-                "n": sum(r.get("n", 0) for r in rows)}
-        for metric in ("accuracy", "tpf_mean", "nfe_mean", "tps_mean", "tps_total", "tokens_mean"):
-            spread = _spread([r[metric] for r in rows])
-            cell[metric] = spread["mean"]
-            cell[f"{metric}_std"] = spread["std"]
-        mean_cells.append(cell)
-    headlines = {s: per_seed[s]["headline"] for s in seeds}
-    valid = [h for h in headlines.values() if h.get("valid")]
+    headlines = {s: per_seed[s].headline for s in seeds}
+    valid = [h for h in headlines.values() if h.valid]
+    cells = mean_cells(per_seed)
     summary: dict[str, Any] = {
         "seeds": seeds,
-        "mean_cells": mean_cells,
-        "per_seed_headline": {str(s): h for s, h in headlines.items()},
-        "per_seed_criteria": {str(s): reproduction_criteria(per_seed[s], tolerance_pp) for s in seeds},
+        "mean_cells": [c.to_json() for c in cells],
+        "per_seed_headline": {str(s): h.to_json() for s, h in headlines.items()},
+        "per_seed_criteria": {str(s): reproduction_criteria(per_seed[s].cells, headlines[s], tolerance_pp)
+                              for s in seeds},
         "all_seeds_valid": len(valid) == len(seeds),
     }
     if valid:
-        summary["tpf_ratio"] = _spread([h["tpf_ratio"] for h in valid])
-        summary["accuracy_delta_pp"] = _spread([h["accuracy_delta_pp"] for h in valid])
-        summary["baseline_tpf"] = _spread([h["baseline"]["tpf_mean"] for h in valid])
-        summary["dmax_tpf"] = _spread([h["dmax"]["tpf_mean"] for h in valid])
-    mean_metrics = {"cells": mean_cells, "headline": {"valid": False}}
+        summary["tpf_ratio"] = spread([h.tpf_ratio for h in valid])
+        summary["accuracy_delta_pp"] = spread([h.accuracy_delta_pp for h in valid])
+        summary["baseline_tpf"] = spread([h.baseline.tpf for h in valid])
+        summary["dmax_tpf"] = spread([h.dmax.tpf for h in valid])
+    on_means = Headline(valid=False, reason="not every seed has a valid headline", tolerance_pp=tolerance_pp)
     if valid and len(valid) == len(seeds):
-        mean_metrics["headline"] = {
-            "valid": True, "tpf_ratio": summary["tpf_ratio"]["mean"],
-            "accuracy_delta_pp": summary["accuracy_delta_pp"]["mean"],
-        }
-    summary["criteria_on_means"] = reproduction_criteria(mean_metrics, tolerance_pp)
+        on_means = Headline(valid=True, reason="means over seeds", tolerance_pp=tolerance_pp,
+                            tpf_ratio=summary["tpf_ratio"]["mean"],
+                            accuracy_delta_pp=summary["accuracy_delta_pp"]["mean"])
+    summary["criteria_on_means"] = reproduction_criteria(cells, on_means, tolerance_pp)
     return summary

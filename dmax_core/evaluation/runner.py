@@ -1,73 +1,49 @@
-"""Run the {model} x {decoder} x {threshold} grid on held-out problems and collect per-cell metrics.
+"""Decode problems with one policy and score them: the one loop distillation and evaluation share.
 
-Each sample is decoded alone (batch 1, as the paper measures TPF/TPS) with the shared decoding frame;
-accuracy, TPF, TPS and NFE come from `evaluation.metrics`. This module does not choose headline
-cells (see `headline.py`) and does not write files (the `evaluate` stage does).
+Each sample is decoded alone (batch 1, as the paper measures TPF/TPS) with the shared decoding frame and
+scored by its task; the result is one `Sample` record per problem. This module does not choose headline
+cells (`rules.py`) and does not write files (the stages do).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from dmax_core.data import Problem
-from dmax_core.decoding.frame import generate
-from dmax_core.decoding.policies import BlockPolicy, SPDPolicy, ThresholdPolicy
-from dmax_core.evaluation.metrics import SampleMetrics, aggregate
-from dmax_core.evaluation.scoring import is_correct
+from dmax_core.decoding import BlockPolicy, generate
+from dmax_core.evaluation.records import Sample
+from dmax_core.tasks import Problem, Task
 from dmax_core.tokenizer import encode, render_prompt
-
-DECODERS: dict[str, Callable[[float], BlockPolicy]] = {
-    "threshold": lambda threshold: ThresholdPolicy(threshold),
-    "spd": lambda threshold: SPDPolicy(threshold),
-}
-
-
-def build_policy(decoder: str, threshold: float) -> BlockPolicy:
-    """The per-block policy for a decoder name (`threshold`: spec §3.1 baseline; `spd`: spec §4)."""
-    try:
-        return DECODERS[decoder](threshold)
-    except KeyError:
-        raise ValueError(f"unknown decoder {decoder!r}; known: {', '.join(DECODERS)}") from None
-
-
-@dataclass
-class DecodedSample:
-    question: str
-    reference: str
-    generated_text: str
-    correct: bool
-    tokens: int
-    nfe: int
-    seconds: float
 
 
 def decode_problems(
     model: Any,
     tokenizer: Any,
+    task: Task,
     problems: Sequence[Problem],
     policy: BlockPolicy,
     *,
     gen_length: int,
     block_length: int,
-    on_sample: Callable[[DecodedSample], None] | None = None,
-) -> list[DecodedSample]:
-    """Decode every problem with `policy` and score it with the task's exact-match scorer."""
+    max_forwards_per_block: int | None = None,
+    on_sample: Callable[[Sample], None] | None = None,
+) -> list[Sample]:
+    """Decode every problem's prompt with `policy` and score the answer with `task`."""
     samples = []
     for problem in problems:
-        prompt = torch.tensor(encode(tokenizer, render_prompt(tokenizer, problem.question)), dtype=torch.long)
+        prompt = torch.tensor(encode(tokenizer, render_prompt(tokenizer, task.prompt(problem))), dtype=torch.long)
         result = generate(
-            model, prompt, policy, gen_length=gen_length, block_length=block_length, record_trace=False
+            model, prompt, policy, gen_length=gen_length, block_length=block_length, record_trace=False,
+            max_forwards_per_block=max_forwards_per_block,
         )
         text = tokenizer.decode(result.generated_ids.tolist(), skip_special_tokens=True)
-        sample = DecodedSample(
+        sample = Sample(
             question=problem.question,
             reference=problem.answer,
-            generated_text=text,
-            correct=is_correct(text, problem),
+            text=text,
+            correct=task.is_correct(text, problem),
             tokens=result.tokens,
             nfe=result.nfe,
             seconds=result.seconds,
@@ -76,10 +52,3 @@ def decode_problems(
         if on_sample is not None:
             on_sample(sample)
     return samples
-
-
-def cell_metrics(samples: Sequence[DecodedSample]) -> dict[str, float]:
-    """Aggregate accuracy / TPF / TPS / NFE for one cell (means of per-sample ratios, spec §5.4)."""
-    return aggregate(
-        [SampleMetrics(tokens=s.tokens, nfe=s.nfe, seconds=s.seconds, correct=s.correct) for s in samples]
-    )

@@ -15,17 +15,18 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from dmax_core.files import atomic_write_text
 
 CONFIG_NAME = "config.json"
 
 # Values of keys we keep in `extra` but whose non-default setting would change the forward in a
 # way `modeling.py` does not implement. Checking them here turns a silent mismatch into an error.
 _EXTRA_MUST_BE_FALSE = ("use_sliding_window", "norm_head")
-_EXTRA_MUST_BE_ZERO = ("attention_dropout", "embedding_dropout", "output_dropout")
+_DROPOUTS = ("attention_dropout", "embedding_dropout", "output_dropout")
 _SUPPORTED_ROUTER_DTYPES = ("fp32", "float32")
 
 
@@ -69,6 +70,13 @@ class LLaDA2MoeConfig:
     pad_token_id: int = 156892
     initializer_range: float = 0.02
     model_type: str = "llada2_moe"
+    # The official LLaDA2 config class defaults these to 0.1 / 0.1 / 0.1 / true, the released checkpoint
+    # sets 0.0 / 0.0 / 0.0 / false. They are fields (always written) so that the official training code
+    # fine-tunes a dmax checkpoint without dropout, as it does LLaDA2.0-mini. Dropout is not implemented.
+    attention_dropout: float = 0.0
+    embedding_dropout: float = 0.0
+    output_dropout: float = 0.0
+    use_cache: bool = False
     # Not in the released config.json but part of the model contract (spec §0, §6.4).
     mask_token_id: int = 156895
     eos_token_id: int = 156892
@@ -131,6 +139,9 @@ class LLaDA2MoeConfig:
             raise bad("rms_norm_eps", "must be > 0")
         if self.hidden_act != "silu":
             raise bad("hidden_act", "only 'silu' (SwiGLU, §6.2) is implemented")
+        for key in _DROPOUTS:
+            if getattr(self, key) not in (0, 0.0, None):
+                raise bad(key, "dropout is not implemented (all dropouts are 0 in LLaDA2.0-mini, §6.1)")
         if self.tie_word_embeddings:
             raise bad("tie_word_embeddings", "LLaDA2 has an untied lm_head (§6.1); tying is not implemented")
         if not (isinstance(self.initializer_range, (int, float)) and self.initializer_range > 0):
@@ -171,9 +182,6 @@ class LLaDA2MoeConfig:
         for key in _EXTRA_MUST_BE_FALSE:
             if self.extra.get(key, False):
                 raise bad(key, "not implemented; must be false")
-        for key in _EXTRA_MUST_BE_ZERO:
-            if self.extra.get(key, 0) not in (0, 0.0, None):
-                raise bad(key, "dropout is not implemented (all dropouts are 0 in LLaDA2.0-mini, §6.1)")
         if self.extra.get("rotary_dim") is not None and self.extra["rotary_dim"] != self.rotary_dim:
             raise bad("rotary_dim", f"disagrees with head_dim*partial_rotary_factor={self.rotary_dim}")
         shared = self.extra.get("moe_shared_expert_intermediate_size")
@@ -203,6 +211,9 @@ class LLaDA2MoeConfig:
         for key in ("num_experts", "num_shared_experts"):
             if key in known and known[key] is None:
                 known[key] = 0  # HF uses None for "no experts" / "no shared expert".
+        for key in _DROPOUTS:
+            if key in known and known[key] is None:
+                known[key] = 0.0
         for key in ("partial_rotary_factor", "rope_theta", "rms_norm_eps", "routed_scaling_factor",
                     "initializer_range"):
             if isinstance(known.get(key), int) and not isinstance(known[key], bool):
@@ -223,27 +234,19 @@ class LLaDA2MoeConfig:
             raise FileNotFoundError(f"LLaDA2MoeConfig: no config file at {path}")
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise ValueError(f"LLaDA2MoeConfig: {path} is not valid JSON: {err}") from err
-        return cls.from_dict(data)
+        try:
+            return cls.from_dict(data)
+        except (TypeError, ValueError) as err:  # a value of the wrong type fails inside the checks
+            raise ValueError(f"{path}: {err}") from err
 
     def to_json_string(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
 
     def save(self, directory: str | os.PathLike[str]) -> Path:
-        """Write `directory/config.json` (atomically: temp file then rename). Returns its path."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        target = directory / CONFIG_NAME
-        fd, tmp = tempfile.mkstemp(prefix=".config.", suffix=".json.tmp", dir=directory)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(self.to_json_string())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return target
+        """Write `directory/config.json` atomically. Returns its path."""
+        return atomic_write_text(Path(directory) / CONFIG_NAME, self.to_json_string())
 
     # ------------------------------------------------------------------ presets
     @classmethod

@@ -8,33 +8,27 @@ checkpoints load by name, and `save_pretrained` / `from_pretrained` read and wri
 What this module must not do: decide attention rules (the caller passes a boolean mask, built in
 `dmax_core/diffusion.py`; attention here is never implicitly causal), own decoding state (the
 frame owns the `KVCache` and when to commit to it), unpickle anything (`torch.load` is never
-called), or register with / import transformers.
+called), or register with / import transformers. It is longer than most modules (about 440 lines) on
+purpose: the whole forward, from embeddings through attention, routing and experts to the head, reads
+top to bottom against §6.2 in one file; saving and loading live in `serialization.py`.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import shutil
-import tempfile
-from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import nn
 
-from .configuration import CONFIG_NAME, LLaDA2MoeConfig
+from .configuration import LLaDA2MoeConfig
 from .kv_cache import KVCache
+from .serialization import load_model, save_model
 
-WEIGHTS_NAME = "model.safetensors"
-WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
 # Sum of the chosen weights is divided by (sum + this) in the reference gate (§6.2).
 _ROUTER_NORM_EPS = 1e-20
-_EXPERT_PROJS = ("gate_proj", "up_proj", "down_proj")
 
 
 # ====================================================================== building blocks
@@ -430,163 +424,19 @@ class LLaDA2MoeForDiffusionLM(nn.Module):
 
     # ------------------------------------------------------------------ save / load
     def save_pretrained(self, directory: str | os.PathLike[str]) -> Path:
-        """Write `config.json` + `model.safetensors` to `directory`, atomically.
+        """Write `config.json`, `model.safetensors` and their `SHA256SUMS` into `directory` (HF layout).
 
-        Everything is written into a temp dir beside the target, which then replaces it by rename,
-        so a crash never leaves a half-written model. Other files already in an existing target (a
-        tokenizer saved beside the model) are carried over by hard link (copy as a fallback).
-        """
-        target = Path(directory).absolute()
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if target.exists() and not target.is_dir():
-            raise FileExistsError(f"save_pretrained: {target} exists and is not a directory")
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-        backup: Path | None = None
-        try:
-            self._config.save(tmp)
-            tensors = {name: t.detach().contiguous().cpu() for name, t in self.state_dict().items()}
-            save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
-            if target.exists():
-                for entry in target.iterdir():
-                    if not _is_model_file(entry.name):
-                        _link_or_copy(entry, tmp / entry.name)
-                backup = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-                backup.rmdir()
-                os.rename(target, backup)
-            os.rename(tmp, target)
-        except BaseException:
-            if backup is not None and backup.exists() and not target.exists():
-                os.rename(backup, target)  # put the previous model back
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        if backup is not None:
-            shutil.rmtree(backup, ignore_errors=True)
-        return target
+        Each file is replaced atomically and the checksums go last, so an interrupted save is detected
+        at the next load; callers that need the whole directory to appear at once (every stage) write
+        into `dmax_core.files.atomic_directory`. Other files in `directory` (a tokenizer) are kept."""
+        return save_model(self, directory)
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike[str], dtype: torch.dtype | None = None,
                         device: str | torch.device = "cpu") -> LLaDA2MoeForDiffusionLM:
-        """Load an HF-layout checkpoint directory (single or sharded safetensors; per-expert or the
-        dFactory merged-expert layout of §6.3). Never unpickles.
+        """Load an HF-layout checkpoint (single or sharded safetensors; per-expert or dFactory's merged
+        experts, §6.3), verifying `SHA256SUMS` where dmax wrote one. Never unpickles.
 
-        dtype=None keeps the checkpoint's dtype (that of `model.word_embeddings.weight`); every
-        floating tensor is cast to one dtype so the forward never mixes precisions.
-        """
-        directory = Path(directory)
-        if not directory.is_dir():
-            raise FileNotFoundError(f"from_pretrained: no model directory at {directory}")
-        config = LLaDA2MoeConfig.from_json_file(directory / CONFIG_NAME)
-        tensors = _split_merged_experts(load_safetensors_dir(directory), config)
-        with torch.device("meta"):
-            model = cls(config)
-        _check_state_names_and_shapes(tensors, model.state_dict(), directory)
-        if dtype is None:
-            dtype = tensors["model.word_embeddings.weight"].dtype
-        # copy=True: own, aligned storage instead of views into the safetensors mmap (unaligned views
-        # are slower and change low-order bits of CPU matmuls).
-        state: dict[str, torch.Tensor] = {}
-        for name in list(tensors):  # pop as we go: at most one tensor exists twice at a time
-            t = tensors.pop(name)
-            state[name] = t.to(device=device, dtype=dtype if t.is_floating_point() else t.dtype, copy=True)
-        model.load_state_dict(state, strict=True, assign=True)
-        return model.eval()
-
-
-# ====================================================================== checkpoint helpers
-def _is_model_file(name: str) -> bool:
-    return name in (CONFIG_NAME, WEIGHTS_NAME, WEIGHTS_INDEX_NAME) or (
-        name.startswith("model-") and name.endswith(".safetensors"))
-
-
-def _link_or_copy(src: Path, dst: Path) -> None:
-    if src.is_dir() and not src.is_symlink():
-        shutil.copytree(src, dst, symlinks=True, copy_function=_link_or_copy_file)
-    else:
-        _link_or_copy_file(str(src), str(dst))
-
-
-def _link_or_copy_file(src: str, dst: str) -> None:
-    try:
-        os.link(src, dst, follow_symlinks=False)
-    except OSError:
-        shutil.copy2(src, dst, follow_symlinks=False)
-
-
-def _read_safetensors_file(path: Path) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise FileNotFoundError(f"from_pretrained: missing weights file {path}")
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as handle:
-            return {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
-    except FileNotFoundError:
-        raise
-    except Exception as err:  # safetensors raises its own error type for bad headers / truncation
-        raise ValueError(f"from_pretrained: cannot read {path} as safetensors (truncated or corrupt?): "
-                         f"{type(err).__name__}: {err}") from err
-
-
-def load_safetensors_dir(directory: Path) -> dict[str, torch.Tensor]:
-    """All tensors of `model.safetensors`, or of the shards named by `model.safetensors.index.json`."""
-    single, index = directory / WEIGHTS_NAME, directory / WEIGHTS_INDEX_NAME
-    if single.is_file():
-        return _read_safetensors_file(single)
-    if not index.is_file():
-        raise FileNotFoundError(
-            f"from_pretrained: {directory} has neither {WEIGHTS_NAME} nor {WEIGHTS_INDEX_NAME}")
-    try:
-        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise ValueError(f"from_pretrained: {index} is not a valid safetensors index: {err}") from err
-    tensors: dict[str, torch.Tensor] = {}
-    for shard in sorted(set(weight_map.values())):
-        for name, tensor in _read_safetensors_file(directory / shard).items():
-            if weight_map.get(name) == shard:
-                tensors[name] = tensor
-    absent = sorted(set(weight_map) - set(tensors))
-    if absent:
-        raise ValueError(f"from_pretrained: tensors listed in {index.name} are absent from their shard: "
-                         f"{_preview(absent)}")
-    return tensors
-
-
-def _split_merged_experts(tensors: dict[str, torch.Tensor],
-                          config: LLaDA2MoeConfig) -> dict[str, torch.Tensor]:
-    """Turn dFactory's stacked `mlp.experts.{gate,up,down}_proj` [E, out, in] into per-expert
-    `mlp.experts.{e}.{proj}.weight` (§6.3 last line). Per-expert checkpoints pass through."""
-    out: dict[str, torch.Tensor] = {}
-    for name, tensor in tensors.items():
-        prefix, _, proj = name.rpartition(".")
-        if proj in _EXPERT_PROJS and prefix.endswith(".mlp.experts"):
-            if tensor.dim() != 3 or tensor.shape[0] != config.num_experts:
-                raise ValueError(f"from_pretrained: merged expert tensor {name} has shape "
-                                 f"{tuple(tensor.shape)}, expected [{config.num_experts}, out, in]")
-            for e in range(tensor.shape[0]):
-                # clone: separate storage per parameter (safetensors refuses to save shared storage).
-                out[f"{prefix}.{e}.{proj}.weight"] = tensor[e].clone()
-        else:
-            out[name] = tensor
-    return out
-
-
-def _preview(names: list[str], limit: int = 8) -> str:
-    shown = ", ".join(names[:limit])
-    return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
-
-
-def _check_state_names_and_shapes(tensors: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor],
-                                  directory: Path) -> None:
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    wrong = [f"{name}: checkpoint {tuple(tensors[name].shape)} vs model {tuple(expected[name].shape)}"
-             for name in sorted(set(expected) & set(tensors))
-             if tuple(tensors[name].shape) != tuple(expected[name].shape)]
-    problems = []
-    if missing:
-        problems.append(f"missing tensors ({len(missing)}): {_preview(missing)}")
-    if unexpected:
-        problems.append(f"unexpected tensors ({len(unexpected)}): {_preview(unexpected)}")
-    if wrong:
-        problems.append(f"shape mismatches ({len(wrong)}): {_preview(wrong)}")
-    if problems:
-        raise ValueError(f"from_pretrained: checkpoint in {directory} does not match its config.json: "
-                         + "; ".join(problems))
+        dtype=None keeps the checkpoint's dtype (that of `model.word_embeddings.weight`); every floating
+        tensor is cast to one dtype so the forward never mixes precisions."""
+        return load_model(cls, directory, dtype=dtype, device=device)

@@ -1,24 +1,25 @@
 """Resumable training checkpoints, stored without pickle.
 
 A checkpoint is a directory `step-NNNNNNN/` holding the model (`save_pretrained`: config.json +
-model.safetensors), the optimiser tensors (`optimizer.safetensors`) and `trainer_state.json` (step,
-param-group settings, loss history). Directories are written under a temporary name and renamed, so
-a crash never leaves a checkpoint that looks complete but is not.
+model.safetensors + SHA256SUMS), the optimiser tensors (`optimizer.safetensors`, also checksummed) and
+`trainer_state.json` (step, param-group settings, loss history). Directories are written through
+`files.atomic_directory`, so a crash never leaves a checkpoint that looks complete but is not, and a
+resume verifies every checksum, so a damaged one is refused in words.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from dmax_core.errors import DataError
+from dmax_core.files import atomic_directory, atomic_write_json, verify_checksums, write_checksums
 
 STATE_FILE = "trainer_state.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
@@ -51,20 +52,13 @@ def save_checkpoint(
     root: Path, step: int, model, optimizer: torch.optim.Optimizer, extra: dict[str, Any], keep: int = 2
 ) -> Path:
     """Write `root/step-{step}` atomically and keep only the newest `keep` checkpoints."""
-    root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:07d}"
-    staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
-    try:
+    with atomic_directory(final) as staging:
         model.save_pretrained(staging / "model")
         tensors, meta = _optimizer_to_tensors(optimizer)
         save_file(tensors, str(staging / OPTIMIZER_FILE))
-        (staging / STATE_FILE).write_text(json.dumps({"step": step, "optimizer": meta, **extra}))
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(staging, final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        write_checksums(staging, [OPTIMIZER_FILE])
+        atomic_write_json(staging / STATE_FILE, {"step": step, "optimizer": meta, **extra})
     for old in sorted(root.glob("step-*"))[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
@@ -90,9 +84,11 @@ def load_checkpoint(path: Path, model, optimizer: torch.optim.Optimizer) -> dict
     """Restore model weights and optimiser state in place; return the trainer state dict."""
     try:
         state = json.loads((path / STATE_FILE).read_text())
+        verify_checksums(path / "model")
+        verify_checksums(path)
         weights = load_file(str(path / "model" / "model.safetensors"))
         optim_tensors = load_file(str(path / OPTIMIZER_FILE))
-    except (OSError, ValueError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError, SafetensorError, DataError) as exc:
         raise DataError(f"cannot resume from checkpoint {path}: {exc}") from exc
     missing, unexpected = model.load_state_dict(weights, strict=False)
     if missing or unexpected:

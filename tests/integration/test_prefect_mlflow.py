@@ -129,7 +129,7 @@ def test_full_pipeline_deployment_is_tracked_in_mlflow(platform, pipeline):
     train_metrics = {m["key"] for m in stages["train"]["data"]["metrics"]}
     assert "train/loss" in train_metrics
     eval_metrics = {m["key"]: m["value"] for m in stages["evaluate"]["data"]["metrics"]}
-    for field in ("accuracy", "tpf_mean", "tps_mean", "tps_total", "nfe_mean"):
+    for field in ("accuracy", "tpf", "tps", "tps_total", "nfe", "tokens", "tpf_total"):
         cells = [k for k in eval_metrics if k.startswith("eval/test/") and k.endswith(f"/{field}")]
         assert len(cells) == 4, (field, sorted(eval_metrics))  # {base, dmax} x {threshold, spd}
     parent_metrics = {m["key"] for m in parent["data"]["metrics"]}
@@ -161,7 +161,7 @@ def test_corrupt_trajectories_fail_the_flow_run_in_words(platform, pipeline):
     (run_dir / "trajectories" / "trajectories.parquet").write_bytes(b"this is not a parquet file")
     before = _tree_digest(run_dir / "dmax")
 
-    flow_run_id = run_deployment(platform, "dmax-train/train", "smoke", [f"run_dir={run_dir}", *FAST_SMOKE])
+    flow_run_id = run_deployment(platform, "dmax-stage/train", "smoke", [f"run_dir={run_dir}", *FAST_SMOKE])
     flow_run = wait_flow_run(platform, flow_run_id)
 
     state = flow_run["state"]

@@ -12,35 +12,37 @@ A problem starts with a value and applies ``n_steps`` operations, each to the pr
 Every value (start, operand, intermediate and final result) is a single digit 0..9 and every token is
 separated by single spaces, so a word-level tokenizer round-trips the text exactly.
 
+Scoring is exact match on the integer after the last ``####``: the answers always end in
+``#### <integer>``, so this is unambiguous and cheap, and it cannot reward an incoherent chain that happens
+to contain the right number somewhere. It only tolerates what decoding can leave behind: extra spaces and
+stray special tokens such as ``<|role_end|>`` or ``<|mask|>``. This is not GSM8K's lenient scorer (spec
+§5.3); do not loosen it towards that one.
+
 This module must stay pure and deterministic: no global random state (every draw comes from a
-``random.Random(seed)`` owned by the call), no tokenizer or model imports, no network or file access
-outside the explicit jsonl helpers.
+``random.Random(seed)`` owned by the call), no tokenizer or model imports, no network or file access.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import random
-import tempfile
-from collections.abc import Iterable, Sequence
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from dmax_core.data.splits import draw_disjoint_splits
+from dmax_core.tasks.base import GeneratedTask, Problem, strip_special_tokens
+from dmax_core.tasks.splits import draw_disjoint_splits
 
 __all__ = [
     "DEFAULT_ADD_VERBS",
     "DEFAULT_NAMES",
     "DEFAULT_OBJECTS",
     "DEFAULT_SUB_VERBS",
-    "Problem",
+    "RunningTotal",
     "count_questions",
+    "extract_final_answer",
     "generate_problems",
-    "load_problems",
     "make_splits",
-    "save_problems",
     "vocabulary",
 ]
 
@@ -58,20 +60,6 @@ DEFAULT_SUB_VERBS: tuple[str, ...] = ("eats", "loses", "sells", "drops")
 # Fixed words of the question/answer frame (everything the generator emits that is not a knob).
 _FRAME_WORDS: tuple[str, ...] = ("has", ".", "How", "many", "now", "?", "+", "-", "=", "####")
 _DIGITS: tuple[str, ...] = tuple(str(v) for v in range(MAX_VALUE + 1))
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One word problem of a task: the question, one reference solution and the final answer.
-
-    ``task`` names the generator (``running_total``: ``answer`` is the chain ending in ``#### <final_answer>``;
-    ``ledger``: see ``dmax_core.data.ledger``), so the scorer can tell which rules apply.
-    """
-
-    question: str
-    answer: str
-    final_answer: str
-    task: str = "running_total"
 
 
 @dataclass(frozen=True)
@@ -217,49 +205,45 @@ def make_splits(
     )
 
 
-def save_problems(problems: Iterable[Problem], path: str | os.PathLike[str]) -> Path:
-    """Write one JSON object per line; atomic (temp file in the same directory, then ``os.replace``) so a
-    crash never leaves a half-written split behind."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for p in problems:
-                row = {"question": p.question, "answer": p.answer, "final_answer": p.final_answer,
-                       "task": p.task}
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+_AFTER_MARKER = re.compile(r"^\s*([-+]?\d+)")
 
 
-def load_problems(path: str | os.PathLike[str]) -> list[Problem]:
-    """Read a file written by :func:`save_problems`. Blank lines are skipped; any other malformed line
-    raises ``ValueError`` naming the file and the 1-based line number."""
-    path = Path(path)
-    fields = ("question", "answer", "final_answer")
-    problems: list[Problem] = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from e
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-            missing = [k for k in fields if k not in row]
-            if missing:
-                raise ValueError(f"{path}:{lineno}: missing field(s) {missing}")
-            bad = [k for k in fields if not isinstance(row[k], str)]
-            if bad:
-                raise ValueError(f"{path}:{lineno}: field(s) {bad} must be strings")
-            task = row.get("task", "running_total")  # files written before tasks were named
-            if not isinstance(task, str):
-                raise ValueError(f"{path}:{lineno}: field 'task' must be a string")
-            problems.append(Problem(row["question"], row["answer"], row["final_answer"], task))
-    return problems
+def extract_final_answer(text: str) -> str | None:
+    """The integer right after the LAST ``####`` (canonical form: no sign for >= 0, no leading zeros).
+
+    ``None`` when there is no ``####`` or the last one is not followed by an integer (only whitespace and
+    special-token leftovers may sit in between). An earlier ``####`` is never used as a fallback: the
+    model's final word is what counts.
+    """
+    cleaned = strip_special_tokens(text)
+    idx = cleaned.rfind("####")
+    if idx < 0:
+        return None
+    m = _AFTER_MARKER.match(cleaned[idx + 4 :])
+    if m is None:
+        return None
+    return str(int(m.group(1)))
+
+
+class RunningTotal(GeneratedTask):
+    """Running-total word problems (module docstring), scored on the final integer."""
+
+    name = "running_total"
+
+    def vocabulary(self) -> list[str]:
+        return vocabulary(min_steps=self.min_steps, max_steps=self.max_steps)
+
+    def make_splits(self) -> dict[str, list[Problem]]:
+        return make_splits(self.n_train, self.n_validation, self.n_test, self.seed, min_steps=self.min_steps,
+                           max_steps=self.max_steps)
+
+    def is_correct(self, text: str, problem: Problem) -> bool:
+        """Exact integer match of :func:`extract_final_answer` with ``problem.final_answer``."""
+        pred = extract_final_answer(text)
+        if pred is None:
+            return False
+        try:
+            gold = int(problem.final_answer.strip())
+        except ValueError:
+            raise ValueError(f"problem.final_answer is not an integer: {problem.final_answer!r}") from None
+        return int(pred) == gold

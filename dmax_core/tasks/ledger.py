@@ -30,11 +30,14 @@ one-token accuracy). A second one used uniform ties everywhere (also for the fir
 operand order); its OPUT model could not learn the base's arbitrary tie-breaks, stayed unsure, and SPD
 failed on exactly those positions.
 
-Scoring (``dmax_core.evaluation.scoring``) is strict: every person exactly once, every equation written
-with that person's own numbers and the right result. So an incoherent mixture is wrong, as an incoherent
-GSM8K chain of thought would be.
+Scoring (:func:`is_correct`) checks the whole solution, because the answers are multi-modal and an
+incoherent mixture of two phrasings is exactly the failure parallel decoding produces. Correct = one
+statement ``[so|then] <name> [now] has <x> <op> <y> = <result> .`` per person of the question, each person
+exactly once (any order), with that person's operation, operands (either order for ``+``,
+``start - amount`` for ``-``) and result, and nothing else. So an incoherent mixture is wrong, as an
+incoherent GSM8K chain of thought would be.
 
-Same rules as ``synthetic``: pure and deterministic (every draw from the caller's ``random.Random``), one
+Same rules as ``running_total``: pure and deterministic (every draw from the caller's ``random.Random``), one
 token per word, single spaces.
 """
 
@@ -44,22 +47,19 @@ import random
 from dataclasses import dataclass
 from math import perm
 
-from dmax_core.data.splits import draw_disjoint_splits
-from dmax_core.data.synthetic import (
-    DEFAULT_ADD_VERBS,
-    DEFAULT_NAMES,
-    DEFAULT_SUB_VERBS,
-    MAX_VALUE,
-    Problem,
-)
+from dmax_core.tasks.base import GeneratedTask, Problem, strip_special_tokens
+from dmax_core.tasks.running_total import DEFAULT_ADD_VERBS, DEFAULT_NAMES, DEFAULT_SUB_VERBS, MAX_VALUE
+from dmax_core.tasks.splits import draw_disjoint_splits
 
 __all__ = [
     "CONNECTIVES",
     "P_NOW",
     "P_START_FIRST",
+    "Ledger",
     "Transaction",
     "count_questions",
     "generate_problems",
+    "is_correct",
     "make_splits",
     "parse_question",
     "vocabulary",
@@ -182,3 +182,49 @@ def parse_question(question: str) -> list[Transaction]:
             raise ValueError(f"unknown verb {verb!r} in {question!r}")
         out.append(Transaction(name, int(start), "+" if verb in _ADD else "-", int(amount)))
     return out
+
+
+def is_correct(generated_text: str, problem: Problem) -> bool:
+    """The generation is a complete, coherent ledger solution (module docstring)."""
+    people = {t.name: t for t in parse_question(problem.question)}
+    words = strip_special_tokens(generated_text).split()
+    if not words or words[-1] != ".":
+        return False
+    statements = " ".join(words[:-1]).split(" . ")
+    if len(statements) != len(people):
+        return False
+    seen: set[str] = set()
+    for statement in statements:
+        parts = statement.split(" ")
+        if len(parts) > 7 and parts[0] in CONNECTIVES and parts[0]:  # any phrasing the task allows
+            parts = parts[1:]
+        if len(parts) == 8 and parts[1] == "now":
+            parts = parts[:1] + parts[2:]
+        if len(parts) != 7:
+            return False
+        name, has, x, op, y, equals, result = parts
+        t = people.get(name)
+        if t is None or name in seen or (has, equals) != ("has", "=") or op != t.op:
+            return False
+        seen.add(name)
+        if not (x.isdigit() and y.isdigit() and result.isdigit()) or int(result) != t.result:
+            return False
+        allowed = {(t.start, t.amount), (t.amount, t.start)} if t.op == "+" else {(t.start, t.amount)}
+        if (int(x), int(y)) not in allowed:
+            return False
+    return True
+
+
+class Ledger(GeneratedTask):
+    """The ledger task (module docstring): `min_steps`-`max_steps` people per problem."""
+
+    name = "ledger"
+
+    def vocabulary(self) -> list[str]:
+        return vocabulary(self.min_steps, self.max_steps)
+
+    def make_splits(self) -> dict[str, list[Problem]]:
+        return make_splits(self.n_train, self.n_validation, self.n_test, self.seed, self.min_steps, self.max_steps)
+
+    def is_correct(self, text: str, problem: Problem) -> bool:
+        return is_correct(text, problem)

@@ -1,0 +1,235 @@
+"""The typed records of an evaluation: one scored sample, one grid cell, the headline, the whole run.
+
+One naming scheme for every figure, used by metrics.json, the report, the headline and champion rules,
+the reproduction criteria, MLflow and DVC alike (spec §5.4 for the definitions):
+
+    accuracy   fraction of samples scored correct
+    tpf        mean over samples of tokens / NFE        (the paper's TPF)
+    tps        mean over samples of tokens / seconds    (the paper's TPS, batch 1)
+    nfe        mean forwards per sample (prefill counted as one)
+    tokens     mean generated non-EOS tokens per sample
+    tpf_total  total tokens / total NFE                 (pooled; a different question than tpf)
+    tps_total  total tokens / total seconds             (throughput of the whole cell)
+
+A cell's MLflow key is `eval/<split>/<model>/<decoder>/thr_<threshold>/<figure>`; the headline's figures
+are logged under their bare names (`tpf`, `accuracy`, ...) with `baseline/` for the baseline cell.
+`Evaluation.metrics()` is the only place those keys are built.
+
+This module only holds and (de)serialises numbers it is given: it must not decode, time or score.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from dmax_core.errors import DataError
+from dmax_core.files import atomic_write_json
+
+FIGURES: tuple[str, ...] = ("accuracy", "tpf", "tps", "nfe", "tokens", "tpf_total", "tps_total")
+# What the headline logs under bare names (and `baseline/...`): the comparison people look at.
+HEADLINE_FIGURES: tuple[str, ...] = ("accuracy", "tpf", "tps", "tps_total", "nfe")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One decoded and scored sample: what the model wrote, whether it is right, and what it cost."""
+
+    question: str
+    reference: str
+    text: str
+    correct: bool
+    tokens: int  # generated ids that are not EOS (§5.4)
+    nfe: int  # model forwards, prefill included
+    seconds: float  # wall clock of the decode call
+
+    def __post_init__(self) -> None:
+        if self.tokens < 0:
+            raise ValueError(f"tokens must be >= 0, got {self.tokens}")
+        if self.nfe < 1:
+            raise ValueError(f"nfe must be >= 1 (every decode runs at least one forward), got {self.nfe}")
+        if not self.seconds > 0:
+            raise ValueError(f"seconds must be > 0, got {self.seconds}")
+
+    @property
+    def tpf(self) -> float:
+        return self.tokens / self.nfe
+
+    @property
+    def tps(self) -> float:
+        return self.tokens / self.seconds
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One {model, decoder, threshold, split} cell of the evaluation grid and its figures.
+
+    Cross-seed summaries use the same record with the mean in each figure, the standard deviation over
+    seeds in `std` and the seed count in `seeds`."""
+
+    model: str
+    decoder: str
+    threshold: float
+    split: str
+    n: int
+    accuracy: float
+    tpf: float
+    tps: float
+    nfe: float
+    tokens: float
+    tpf_total: float
+    tps_total: float
+    std: Mapping[str, float] | None = None
+    seeds: int | None = None
+
+    @classmethod
+    def from_samples(cls, model: str, decoder: str, threshold: float, split: str,
+                     samples: Sequence[Sample]) -> Cell:
+        """Aggregate samples into the reported figures (means of per-sample ratios, §5.4)."""
+        if not samples:
+            raise ValueError("a cell needs at least one sample (a mean over nothing is not a number)")
+        n = len(samples)
+        tokens = sum(s.tokens for s in samples)
+        return cls(
+            model=model, decoder=decoder, threshold=threshold, split=split, n=n,
+            accuracy=sum(s.correct for s in samples) / n,
+            tpf=sum(s.tpf for s in samples) / n,
+            tps=sum(s.tps for s in samples) / n,
+            nfe=sum(s.nfe for s in samples) / n,
+            tokens=tokens / n,
+            tpf_total=tokens / sum(s.nfe for s in samples),
+            tps_total=tokens / sum(s.seconds for s in samples),
+        )
+
+    @property
+    def key(self) -> tuple[str, str, float, str]:
+        return (self.model, self.decoder, self.threshold, self.split)
+
+    @property
+    def label(self) -> str:
+        """`model+decoder@threshold`, as the report and logs name a cell."""
+        return f"{self.model}+{self.decoder}@{self.threshold:g}"
+
+    def figures(self) -> dict[str, float]:
+        return {name: float(getattr(self, name)) for name in FIGURES}
+
+    def metrics(self) -> dict[str, float]:
+        """This cell's figures under their MLflow / DVC keys."""
+        prefix = f"eval/{self.split}/{self.model}/{self.decoder}/thr_{self.threshold:g}"
+        return {f"{prefix}/{name}": value for name, value in self.figures().items()}
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        for optional in ("std", "seeds"):
+            if data[optional] is None:
+                del data[optional]
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Cell:
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"unknown cell field(s) {unknown}")
+        return cls(**{k: dict(v) if k == "std" else v for k, v in data.items()})
+
+
+def select_cells(cells: Sequence[Cell], **match: Any) -> list[Cell]:
+    """The cells whose attributes equal every `name=value` given."""
+    return [c for c in cells if all(getattr(c, k) == v for k, v in match.items())]
+
+
+@dataclass(frozen=True)
+class Headline:
+    """The one comparison a run reports (rules in `evaluation.rules`); `valid` False says why not."""
+
+    valid: bool
+    reason: str
+    tolerance_pp: float
+    baseline: Cell | None = None
+    dmax: Cell | None = None
+    tpf_ratio: float | None = None
+    accuracy_delta_pp: float | None = None
+
+    def metrics(self) -> dict[str, float]:
+        """`accuracy`, `tpf`, ... of the DMax cell, `baseline/...`, `tpf_ratio`, `accuracy_delta_pp` and
+        `headline_valid` (1/0); only finite numbers."""
+        out: dict[str, float] = {"headline_valid": 1.0 if self.valid else 0.0}
+        for cell, prefix in ((self.dmax, ""), (self.baseline, "baseline/")):
+            if cell is not None:
+                figures = cell.figures()
+                out.update({f"{prefix}{name}": figures[name] for name in HEADLINE_FIGURES})
+        for name in ("tpf_ratio", "accuracy_delta_pp"):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = float(value)
+        return {k: v for k, v in out.items() if math.isfinite(v)}
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["baseline"] = None if self.baseline is None else self.baseline.to_json()
+        data["dmax"] = None if self.dmax is None else self.dmax.to_json()
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Headline:
+        values = dict(data)
+        for role in ("baseline", "dmax"):
+            if values.get(role) is not None:
+                values[role] = Cell.from_json(values[role])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Everything `evaluate` measured: the grid, the headline and the setting it was measured in."""
+
+    cells: tuple[Cell, ...]
+    headline: Headline
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+    def select(self, **match: Any) -> list[Cell]:
+        return select_cells(self.cells, **match)
+
+    def metrics(self) -> dict[str, float]:
+        """Every figure under its one name: the headline's bare names plus each cell's `eval/...` keys.
+
+        MLflow logs exactly this dict, and metrics.json carries it as `summary` for `dvc metrics show`."""
+        out = self.headline.metrics()
+        for cell in self.cells:
+            out.update(cell.metrics())
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "cells": [c.to_json() for c in self.cells],
+            "headline": self.headline.to_json(),
+            "summary": self.metrics(),
+            "settings": dict(self.settings),
+        }
+
+    def save(self, path: Path) -> Path:
+        return atomic_write_json(path, self.to_json())
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Evaluation:
+        return cls(
+            cells=tuple(Cell.from_json(c) for c in data["cells"]),
+            headline=Headline.from_json(data["headline"]),
+            settings=dict(data.get("settings", {})),
+        )
+
+    @classmethod
+    def load(cls, path: Path) -> Evaluation:
+        """Read metrics.json; a missing or malformed file is a `DataError` naming it."""
+        path = Path(path)
+        if not path.is_file():
+            raise DataError(f"metrics file not found: {path} (run `dmax evaluate` first)")
+        try:
+            return cls.from_json(json.loads(path.read_text(encoding="utf-8")))
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise DataError(f"metrics file {path} is malformed or from an older dmax: {exc}") from exc

@@ -1,0 +1,154 @@
+"""Reading and writing LLaDA2-MoE checkpoints in the Hugging Face layout, safetensors only (spec §6.3).
+
+Writes `config.json`, `model.safetensors` and `SHA256SUMS` (the digest of every weight file, in
+coreutils' `sha256sum` format, written last). Reads a single `model.safetensors` or the shards of a
+`model.safetensors.index.json`, in the per-expert names of the released checkpoints or dFactory's
+merged-expert layout, and verifies `SHA256SUMS` when there is one: flipped bytes in a tensor payload
+have no other symptom (safetensors has no checksum), so a dmax checkpoint is never used with them.
+Foreign checkpoints (no `SHA256SUMS`) load unverified. Never unpickles (`torch.load` is never called).
+
+Errors name the file: `FileNotFoundError` for a missing part, `ValueError` for a malformed one,
+`dmax_core.errors.DataError` for a checksum mismatch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from dmax_core.files import atomic_file, verify_checksums, write_checksums
+
+from .configuration import CONFIG_NAME, LLaDA2MoeConfig
+
+if TYPE_CHECKING:
+    from .modeling import LLaDA2MoeForDiffusionLM
+
+WEIGHTS_NAME = "model.safetensors"
+WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
+EXPERT_PROJECTIONS = ("gate_proj", "up_proj", "down_proj")
+ModelT = TypeVar("ModelT", bound="LLaDA2MoeForDiffusionLM")
+
+
+def save_model(model: LLaDA2MoeForDiffusionLM, directory: str | os.PathLike[str]) -> Path:
+    """Weights, then config, then checksums, each file replaced atomically (see module docstring)."""
+    target = Path(directory).absolute()
+    if target.exists() and not target.is_dir():
+        raise FileExistsError(f"save_pretrained: {target} exists and is not a directory")
+    target.mkdir(parents=True, exist_ok=True)
+    tensors = {name: t.detach().contiguous().cpu() for name, t in model.state_dict().items()}
+    with atomic_file(target / WEIGHTS_NAME) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt"})
+    model.config.save(target)
+    write_checksums(target, [WEIGHTS_NAME])
+    return target
+
+
+def load_model(cls: type[ModelT], directory: str | os.PathLike[str], dtype: torch.dtype | None = None,
+               device: str | torch.device = "cpu") -> ModelT:
+    """`cls.from_pretrained`: verify, read, check names and shapes, cast, place (module docstring)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"from_pretrained: no model directory at {directory}")
+    config = LLaDA2MoeConfig.from_json_file(directory / CONFIG_NAME)
+    verify_checksums(directory)
+    tensors = _split_merged_experts(load_safetensors_dir(directory), config)
+    with torch.device("meta"):
+        model = cls(config)
+    _check_state_names_and_shapes(tensors, model.state_dict(), directory)
+    if dtype is None:
+        dtype = tensors["model.word_embeddings.weight"].dtype
+    # copy=True: own, aligned storage instead of views into the safetensors mmap (unaligned views
+    # are slower and change low-order bits of CPU matmuls).
+    state: dict[str, torch.Tensor] = {}
+    for name in list(tensors):  # pop as we go: at most one tensor exists twice at a time
+        t = tensors.pop(name)
+        state[name] = t.to(device=device, dtype=dtype if t.is_floating_point() else t.dtype, copy=True)
+    model.load_state_dict(state, strict=True, assign=True)
+    return model.eval()
+
+
+def _read_safetensors_file(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise FileNotFoundError(f"from_pretrained: missing weights file {path}")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            return {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # safetensors raises its own error type for bad headers / truncation
+        raise ValueError(f"from_pretrained: cannot read {path} as safetensors (truncated or corrupt?): "
+                         f"{type(err).__name__}: {err}") from err
+
+
+def load_safetensors_dir(directory: Path) -> dict[str, torch.Tensor]:
+    """All tensors of `model.safetensors`, or of the shards named by `model.safetensors.index.json`."""
+    single, index = directory / WEIGHTS_NAME, directory / WEIGHTS_INDEX_NAME
+    if single.is_file():
+        return _read_safetensors_file(single)
+    if not index.is_file():
+        raise FileNotFoundError(
+            f"from_pretrained: {directory} has neither {WEIGHTS_NAME} nor {WEIGHTS_INDEX_NAME}")
+    try:
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ValueError(f"from_pretrained: {index} is not a valid safetensors index: {err}") from err
+    tensors: dict[str, torch.Tensor] = {}
+    for shard in sorted(set(weight_map.values())):
+        for name, tensor in _read_safetensors_file(directory / shard).items():
+            if weight_map.get(name) == shard:
+                tensors[name] = tensor
+    absent = sorted(set(weight_map) - set(tensors))
+    if absent:
+        raise ValueError(f"from_pretrained: tensors listed in {index.name} are absent from their shard: "
+                         f"{_preview(absent)}")
+    return tensors
+
+
+def _split_merged_experts(tensors: dict[str, torch.Tensor],
+                          config: LLaDA2MoeConfig) -> dict[str, torch.Tensor]:
+    """Turn dFactory's stacked `mlp.experts.{gate,up,down}_proj` [E, out, in] into per-expert
+    `mlp.experts.{e}.{proj}.weight` (§6.3 last line). Per-expert checkpoints pass through."""
+    out: dict[str, torch.Tensor] = {}
+    for name, tensor in tensors.items():
+        prefix, _, proj = name.rpartition(".")
+        if proj in EXPERT_PROJECTIONS and prefix.endswith(".mlp.experts"):
+            if tensor.dim() != 3 or tensor.shape[0] != config.num_experts:
+                raise ValueError(f"from_pretrained: merged expert tensor {name} has shape "
+                                 f"{tuple(tensor.shape)}, expected [{config.num_experts}, out, in]")
+            for e in range(tensor.shape[0]):
+                # clone: separate storage per parameter (safetensors refuses to save shared storage).
+                out[f"{prefix}.{e}.{proj}.weight"] = tensor[e].clone()
+        else:
+            out[name] = tensor
+    return out
+
+
+def _preview(names: list[str], limit: int = 8) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
+
+
+def _check_state_names_and_shapes(tensors: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor],
+                                  directory: Path) -> None:
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    wrong = [f"{name}: checkpoint {tuple(tensors[name].shape)} vs model {tuple(expected[name].shape)}"
+             for name in sorted(set(expected) & set(tensors))
+             if tuple(tensors[name].shape) != tuple(expected[name].shape)]
+    problems = []
+    if missing:
+        problems.append(f"missing tensors ({len(missing)}): {_preview(missing)}")
+    if unexpected:
+        problems.append(f"unexpected tensors ({len(unexpected)}): {_preview(unexpected)}")
+    if wrong:
+        problems.append(f"shape mismatches ({len(wrong)}): {_preview(wrong)}")
+    if problems:
+        raise ValueError(f"from_pretrained: checkpoint in {directory} does not match its config.json: "
+                         + "; ".join(problems))

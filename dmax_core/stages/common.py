@@ -1,0 +1,65 @@
+"""What several stages need from a config: the task, its tokenizer, the model architecture, the RNG setup.
+
+Knob values a task cannot satisfy at run time (a split larger than its question space) become
+`ConfigError`s here, so they reach the user as one line naming the task.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from dmax_core.config import DmaxConfig, TrainConfig
+from dmax_core.errors import ConfigError
+from dmax_core.models import LLaDA2MoeConfig
+from dmax_core.tasks import GeneratedTask, Problem, Task, build_task
+from dmax_core.tokenizer import build_tokenizer, special_token_ids
+
+
+def setup(cfg: DmaxConfig) -> None:
+    """Seed torch's global RNG and set the thread count, the same way at the start of every stage."""
+    torch.manual_seed(cfg.seed)
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+
+
+def task_of(cfg: DmaxConfig) -> Task:
+    """The configured task (validated with the config; built again here because tasks hold state)."""
+    return build_task(cfg.task.name, **cfg.task.knobs)
+
+
+def task_splits(cfg: DmaxConfig, task: Task | None = None) -> dict[str, list[Problem]]:
+    """The task's train/validation/test problems (no question overlap)."""
+    task = task or task_of(cfg)
+    try:
+        return task.splits()
+    except ValueError as exc:  # knobs the task cannot satisfy (too many people, too small a space)
+        raise ConfigError(f"task {cfg.task.name!r}: {exc}") from exc
+
+
+def task_tokenizer(cfg: DmaxConfig, task: Task | None = None) -> Any:
+    """The word-level tokenizer of an embedded task at this preset's difficulty."""
+    task = task or task_of(cfg)
+    if not isinstance(task, GeneratedTask):
+        raise ConfigError(f"task {cfg.task.name!r} has no word list: pretraining needs an embedded task")
+    return build_tokenizer(task.vocabulary())
+
+
+def model_config(cfg: DmaxConfig, tokenizer: Any) -> LLaDA2MoeConfig:
+    """The preset's architecture with the tokenizer's vocabulary and special ids filled in."""
+    ids = special_token_ids(tokenizer)
+    arch = cfg.model.model_dump(exclude={"base_path"})
+    needed = max(cfg.pretrain.max_seq_len, cfg.train.max_seq_len)
+    if arch["max_position_embeddings"] < needed:
+        raise ConfigError(f"model.max_position_embeddings={arch['max_position_embeddings']} < max_seq_len {needed}")
+    return LLaDA2MoeConfig.from_dict(
+        {**arch, "vocab_size": len(tokenizer), "pad_token_id": ids["pad"], "eos_token_id": ids["eos"],
+         "mask_token_id": ids["mask"]}
+    )
+
+
+def labelled_pads(cfg: DmaxConfig, train_cfg: TrainConfig) -> int:
+    """Trailing pads that carry a label. Spec §1.1 labels the first 32, 32 being the block length: keep
+    that coupling unless the preset says otherwise."""
+    return cfg.block_length if train_cfg.labelled_pad_tokens is None else train_cfg.labelled_pad_tokens

@@ -1,0 +1,60 @@
+"""`distill`: the base model answers training prompts with its own decoder; the answers are the dataset.
+
+Spec §2.1: OPUT trains on the base model's trajectories, not on reference solutions. Incorrect answers
+are kept unless `distill.keep_incorrect` is false (the paper does not filter).
+"""
+
+from __future__ import annotations
+
+from tqdm.auto import tqdm
+
+from dmax_core.bundle import load_bundle
+from dmax_core.config import DmaxConfig
+from dmax_core.decoding import build_policy
+from dmax_core.errors import DataError
+from dmax_core.evaluation.records import Sample
+from dmax_core.evaluation.runner import decode_problems
+from dmax_core.metric_logger import MetricLogger
+from dmax_core.results import StageResult
+from dmax_core.stages.common import setup, task_of, task_splits
+from dmax_core.stages.layout import BASE, TRAJECTORIES, RunLayout
+from dmax_core.trajectories import write_trajectories
+
+
+def distill(cfg: DmaxConfig, logger: MetricLogger) -> StageResult:
+    """Decode `distill.n_prompts` training prompts with the base model -> `trajectories/`."""
+    layout = RunLayout.of(cfg)
+    setup(cfg)
+    model, tokenizer = load_bundle(layout.path(BASE))
+    task = task_of(cfg)
+    problems = task_splits(cfg, task)["train"][: cfg.distill.n_prompts]
+    policy = build_policy(cfg.distill.decoder, cfg.distill.threshold, cfg.decoding.knobs(cfg.distill.decoder))
+    bar = tqdm(total=len(problems), desc="distill", dynamic_ncols=True)
+    done = {"correct": 0, "samples": 0}
+
+    def progress(sample: Sample) -> None:
+        done["samples"] += 1
+        done["correct"] += int(sample.correct)
+        bar.update(1)
+        bar.set_postfix(acc=f"{done['correct'] / done['samples']:.3f}", tpf=f"{sample.tpf:.2f}")
+
+    samples = decode_problems(
+        model, tokenizer, task, problems, policy, gen_length=cfg.distill.gen_length,
+        block_length=cfg.block_length, max_forwards_per_block=cfg.decoding.max_forwards_per_block,
+        on_sample=progress,
+    )
+    bar.close()
+    rows = [s for s in samples if cfg.distill.keep_incorrect or s.correct]
+    if not rows:
+        raise DataError("distillation produced no usable trajectories (all answers were filtered out)")
+    accuracy = sum(s.correct for s in samples) / len(samples)
+    digest = write_trajectories(layout.path(TRAJECTORIES), rows, {
+        "teacher_accuracy": accuracy, "decoder": cfg.distill.decoder, "threshold": cfg.distill.threshold,
+        "mean_tpf": sum(s.tokens / s.nfe for s in samples) / len(samples),
+    })
+    return StageResult(
+        stage="distill",
+        outputs={TRAJECTORIES: layout.path(TRAJECTORIES)},
+        metrics={"distill/teacher_accuracy": accuracy, "distill/rows": float(len(rows))},
+        tags={"dmax.dataset_digest": digest},
+    )

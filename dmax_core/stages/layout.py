@@ -1,0 +1,69 @@
+"""Where every stage input and output lives under `run_dir`: the only place these paths are spelled.
+
+The stage table declares what each stage reads and writes by these names, DVC's `dvc.yaml` is derived
+from them, and the stage functions resolve them with `RunLayout`, so the three can never disagree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from dmax_core.config import MODELS, DmaxConfig
+
+# Names relative to run_dir (directories, or files inside them).
+BASE = "base"
+TRAJECTORIES = "trajectories"
+DMAX = "dmax"
+CONTROL = "control"
+EVAL = "eval"
+METRICS_FILE, SAMPLES_FILE = "metrics.json", "samples.jsonl"
+METRICS = f"{EVAL}/{METRICS_FILE}"
+SAMPLES = f"{EVAL}/{SAMPLES_FILE}"
+REPORT = "report"
+REPORT_MARKDOWN = f"{REPORT}/report.md"
+TRADEOFF_PLOT = f"{REPORT}/tradeoff.png"
+TRADEOFF_DATA = f"{REPORT}/tradeoff.json"
+CHECKPOINTS = "checkpoints"
+
+# The checkpoint directory of each model name the config accepts (`config.MODELS`).
+MODEL_DIRS = {"base": BASE, "dmax": DMAX, "control": CONTROL}
+assert tuple(MODEL_DIRS) == MODELS, "every model name in config.MODELS needs a directory here"
+# The registry family (training objective) of each model `train` writes.
+TRAINED_MODELS = {"oput": DMAX, "sft": CONTROL}
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """Resolves the names above for one config. `base` is `model.base_path` when the config sets one
+    (a downloaded LLaDA2.0-mini is read in place, never copied into the run)."""
+
+    run_dir: Path
+    base_path: Path | None = None
+
+    @classmethod
+    def of(cls, cfg: DmaxConfig) -> RunLayout:
+        return cls(Path(cfg.run_dir), Path(cfg.model.base_path) if cfg.model.base_path else None)
+
+    def path(self, name: str) -> Path:
+        if name == BASE and self.base_path is not None:
+            return self.base_path
+        return self.run_dir / name
+
+    def model(self, name: str) -> Path:
+        """The checkpoint directory of `base`, `dmax` or `control`."""
+        return self.path(MODEL_DIRS[name])
+
+    @staticmethod
+    def trained_model(objective: str) -> str:
+        """The model `train` writes: OPUT -> `dmax`, the plain-SFT control -> `control` (never over dmax)."""
+        return TRAINED_MODELS[objective]
+
+    @staticmethod
+    def family(model: str) -> str | None:
+        """The registry family of a model name (None for `base`, which no stage trains here)."""
+        return next((family for family, name in TRAINED_MODELS.items() if name == model), None)
+
+    def checkpoints(self, key: str) -> Path:
+        """Resumable training checkpoints of one training run (`pretrain`, `train-oput`, ...)."""
+        return self.run_dir / CHECKPOINTS / key

@@ -1,0 +1,120 @@
+"""The stage table: every pipeline stage declared once, in pipeline order.
+
+A row says what the stage is (its function and help text), what it reads and writes (names from
+`layout`), which config groups it depends on, which code it runs, and when it has nothing to do. The
+`dmax` CLI, the Prefect flows and tasks, the MLflow stage runs, the pipeline order and `dvc.yaml` are all
+derived from this table (`dmax_core.stages.dvc` writes the DVC file; a test holds the committed one to it).
+
+Adding a stage = one module with its function + one row here (+ its test; `make dvc-files` regenerates
+dvc.yaml and params.yaml).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from dmax_core.config import DmaxConfig
+from dmax_core.metric_logger import MetricLogger
+from dmax_core.results import StageResult
+from dmax_core.stages import layout
+from dmax_core.stages.distill import distill
+from dmax_core.stages.evaluate import evaluate
+from dmax_core.stages.pretrain import pretrain
+from dmax_core.stages.report import report
+from dmax_core.stages.train import train
+
+# Config values every stage depends on (DVC params of each stage). `preset`, `run_dir` and `num_threads`
+# change where or how fast a stage runs, not what it computes.
+SHARED_PARAMS: tuple[str, ...] = ("seed", "block_length")
+# Code every stage runs (DVC deps of each stage, besides its own).
+SHARED_CODE: tuple[str, ...] = ("dmax_core/stages/common.py", "dmax_core/stages/layout.py", "dmax_core/bundle.py",
+                                "dmax_core/files.py")
+_DECODING_CODE = ("dmax_core/tasks", "dmax_core/models", "dmax_core/decoding", "dmax_core/kernels",
+                  "dmax_core/evaluation", "dmax_core/tokenizer.py")
+
+
+def _never(cfg: DmaxConfig) -> str | None:
+    return None
+
+
+def _base_model_given(cfg: DmaxConfig) -> str | None:
+    if cfg.model.base_path is not None:
+        return f"model.base_path is set: the base model is read from {cfg.model.base_path}, not trained"
+    return None
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One row of the table.
+
+    `reads`/`writes` are run-dir names (`layout`) with the default config: what DVC tracks. A run's
+    `StageResult.outputs` says what it actually wrote (`train.objective=sft` writes `control/`)."""
+
+    name: str
+    run: Callable[[DmaxConfig, MetricLogger], StageResult]
+    help: str
+    reads: tuple[str, ...]
+    writes: tuple[str, ...]
+    params: tuple[str, ...]
+    code: tuple[str, ...]
+    metrics: tuple[str, ...] = ()
+    plots: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    skip_reason: Callable[[DmaxConfig], str | None] = _never
+
+    @property
+    def param_groups(self) -> tuple[str, ...]:
+        """Every config key the stage depends on: the shared scalars and its own groups."""
+        return SHARED_PARAMS + self.params
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage(
+        name="pretrain", run=pretrain,
+        help="block-diffusion SFT of the tiny base model from scratch (skipped when model.base_path is set)",
+        reads=(), writes=(layout.BASE,), params=("task", "model", "pretrain"),
+        code=("dmax_core/stages/pretrain.py", "dmax_core/tasks", "dmax_core/tokenizer.py", "dmax_core/diffusion.py",
+              "dmax_core/models", "dmax_core/training"),
+        skip_reason=_base_model_given,
+    ),
+    Stage(
+        name="distill", run=distill,
+        help="the base model answers training prompts with its own decoder -> trajectory dataset",
+        reads=(layout.BASE,), writes=(layout.TRAJECTORIES,), params=("task", "decoding", "distill"),
+        code=("dmax_core/stages/distill.py", "dmax_core/trajectories.py", *_DECODING_CODE),
+    ),
+    Stage(
+        name="train", run=train,
+        help="OPUT fine-tuning on the trajectories -> the DMax model (train.objective=sft: the control)",
+        reads=(layout.BASE, layout.TRAJECTORIES), writes=(layout.DMAX,), params=("train",),
+        code=("dmax_core/stages/train.py", "dmax_core/trajectories.py", "dmax_core/tokenizer.py",
+              "dmax_core/diffusion.py", "dmax_core/models", "dmax_core/training"),
+    ),
+    Stage(
+        name="evaluate", run=evaluate,
+        help="{base, dmax} x {threshold, spd} x thresholds on held-out problems -> metrics and headline",
+        reads=(layout.BASE, layout.DMAX), writes=(layout.SAMPLES,), metrics=(layout.METRICS,),
+        # `report` holds the headline rule's tolerance and base-accuracy gate, applied here.
+        params=("task", "decoding", "evaluate", "report"),
+        code=("dmax_core/stages/evaluate.py", "dmax_core/env.py", *_DECODING_CODE),
+    ),
+    Stage(
+        name="report", run=report,
+        help="markdown tables and the TPF-vs-accuracy plot from the evaluation",
+        reads=(layout.METRICS,), writes=(layout.REPORT_MARKDOWN, layout.TRADEOFF_PLOT), params=("report",),
+        code=("dmax_core/stages/report.py", "dmax_core/evaluation"),
+        plots={layout.TRADEOFF_DATA: {"template": "scatter", "x": "tpf", "y": "accuracy"}},
+    ),
+)
+
+
+def get_stage(name: str) -> Stage:
+    for stage in STAGES:
+        if stage.name == name:
+            return stage
+    raise ValueError(f"unknown stage {name!r}; expected one of {', '.join(s.name for s in STAGES)}")
+
+
+def plan(cfg: DmaxConfig) -> list[Stage]:
+    """The stages a pipeline runs for this config, in order (those with nothing to do are left out)."""
+    return [stage for stage in STAGES if stage.skip_reason(cfg) is None]

@@ -1,0 +1,46 @@
+"""`train`: fine-tune the base model on its own trajectories -> the DMax checkpoint (OPUT, spec §2).
+
+With `train.objective=sft` the same duplicated data and steps train the plain masked objective instead:
+the self-distillation-only control, written to `control/` so it never replaces `dmax/`. Either way the
+checkpoint is a registry candidate of its objective's family.
+"""
+
+from __future__ import annotations
+
+from dmax_core.bundle import load_bundle, save_bundle, weights_digest
+from dmax_core.config import DmaxConfig
+from dmax_core.metric_logger import MetricLogger
+from dmax_core.results import ModelCandidate, StageResult
+from dmax_core.stages.common import labelled_pads, setup
+from dmax_core.stages.layout import BASE, TRAJECTORIES, RunLayout
+from dmax_core.training import duplicate_for_oput, encode_conversations, train_model
+from dmax_core.trajectories import load_trajectories
+
+
+def train(cfg: DmaxConfig, logger: MetricLogger) -> StageResult:
+    """Train `train.objective` on `trajectories/` from `base/` -> `dmax/` (oput) or `control/` (sft)."""
+    layout = RunLayout.of(cfg)
+    objective = cfg.train.objective
+    setup(cfg)
+    trajectories = load_trajectories(layout.path(TRAJECTORIES))
+    model, tokenizer = load_bundle(layout.path(BASE))
+    data = duplicate_for_oput(
+        encode_conversations(tokenizer, trajectories.pairs, cfg.train.max_seq_len, labelled_pads(cfg, cfg.train))
+    )
+    result = train_model(
+        model, data, cfg.train, block_length=cfg.block_length, mask_id=model.mask_token_id,
+        checkpoint_dir=layout.checkpoints(f"train-{objective}"), logger=logger,
+        description=f"train ({objective})", metric_prefix="train",
+    )
+    provenance = {"stage": "train", "objective": objective, "steps": result.steps,
+                  "final_loss": result.final_loss, "seconds": result.seconds, "examples": len(data),
+                  "dataset_digest": trajectories.digest, "preset": cfg.preset}
+    name = layout.trained_model(objective)
+    out = save_bundle(model, tokenizer, layout.model(name), provenance)
+    return StageResult(
+        stage="train",
+        outputs={name: out},
+        metrics={"train/final_loss": result.final_loss, "train/seconds": result.seconds},
+        tags={"dmax.dataset_digest": trajectories.digest},
+        candidate=ModelCandidate(output=name, family=objective, digest=weights_digest(out)),
+    )

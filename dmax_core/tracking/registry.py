@@ -1,0 +1,95 @@
+"""The MLflow model registry of dmax checkpoints: candidates, and a champion moved only by the rule.
+
+Every tracked `train` registers its checkpoint as a new version of `dmax-<family>-<preset>` (family =
+the training objective: `oput` for DMax checkpoints, `sft` for the plain fine-tuning control) and points
+the alias `candidate` at it. After a tracked `evaluate`, the version whose weights were measured (found
+by their digest) is tagged with its headline figures, and the alias `champion` of the `oput` family
+moves to it only if `evaluation.rules.beats_champion` says so; the reason is kept in the version tag
+`dmax.champion_decision`. A version is the plain checkpoint directory (no MLflow flavour):
+`mlflow artifacts download -u models:/dmax-oput-tiny@champion -d champion/` and load it like any other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from dmax_core.evaluation.records import Headline
+from dmax_core.evaluation.rules import ChampionDecision, Standing, beats_champion
+from dmax_core.results import ModelCandidate
+from dmax_core.tracking.store import safe_name
+
+CANDIDATE_ALIAS = "candidate"
+CHAMPION_ALIAS = "champion"
+# The family whose versions compete for `champion`: the headline's DMax cell is the OPUT model.
+CHAMPION_FAMILY = "oput"
+DIGEST_TAG = "dmax.checkpoint_sha256"
+_DESCRIPTIONS = {
+    "oput": "OPUT-trained DMax checkpoints of the `{preset}` preset (dmax train).",
+    "sft": "Plain block-diffusion fine-tuning controls of the `{preset}` preset (dmax train train.objective=sft).",
+}
+
+
+def registered_model_name(preset: str, family: str) -> str:
+    """One registered model per preset and family: versions only compete within one task and scale."""
+    return f"dmax-{safe_name(family)}-{safe_name(preset)}"
+
+
+def register_candidate(client: MlflowClient, preset: str, run_id: str, candidate: ModelCandidate,
+                       tags: Mapping[str, str]) -> tuple[str, str]:
+    """Register `runs:/<run_id>/<candidate.output>` and point `candidate` at it; returns (name, version)."""
+    name = registered_model_name(preset, candidate.family)
+    try:
+        client.create_registered_model(
+            name, description=_DESCRIPTIONS.get(candidate.family, "dmax checkpoints").format(preset=preset))
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    version = client.create_model_version(
+        name, source=f"runs:/{run_id}/{candidate.output}", run_id=run_id,
+        tags={**tags, "dmax.train_run_id": run_id, DIGEST_TAG: candidate.digest},
+    ).version
+    client.set_registered_model_alias(name, CANDIDATE_ALIAS, version)
+    return name, str(version)
+
+
+def find_version(client: MlflowClient, name: str, digest: str) -> str | None:
+    """The newest version of `name` whose weights have this digest (None if there is none)."""
+    try:
+        versions = client.search_model_versions(f"name = '{name}'")
+    except MlflowException:
+        return None
+    matching = [int(v.version) for v in versions if v.tags.get(DIGEST_TAG) == digest]
+    return str(max(matching)) if matching else None
+
+
+def _recorded_standing(tags: Mapping[str, str]) -> Standing | None:
+    try:
+        return Standing(accuracy=float(tags["eval.accuracy"]), tpf=float(tags["eval.tpf"]))
+    except (KeyError, ValueError):
+        return None
+
+
+def promote_if_better(client: MlflowClient, name: str, version: str, headline: Headline,
+                      tolerance_pp: float) -> ChampionDecision:
+    """Tag `version` with its headline figures and move `champion` to it if the champion rule says so."""
+    for key, value in headline.metrics().items():
+        if "/" not in key:  # the DMax cell's own figures and the ratio, not the baseline's
+            client.set_model_version_tag(name, version, f"eval.{key}", f"{value:.6g}")
+    try:
+        current = client.get_model_version_by_alias(name, CHAMPION_ALIAS)
+    except MlflowException:
+        current = None
+    if current is not None and str(current.version) == str(version):
+        decision = ChampionDecision(True, "already champion")
+    else:
+        decision = beats_champion(
+            Standing.of(headline), None if current is None else _recorded_standing(current.tags), tolerance_pp,
+            champion_exists=current is not None,
+        )
+        if decision.promote:
+            client.set_registered_model_alias(name, CHAMPION_ALIAS, version)
+    client.set_model_version_tag(name, version, "dmax.champion_decision", decision.reason)
+    return decision
