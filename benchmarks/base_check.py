@@ -22,7 +22,7 @@ from dmax_core.config import load_config, pop_preset_flag
 from dmax_core.decoding import build_policy
 from dmax_core.evaluation.records import Cell
 from dmax_core.evaluation.runner import decode_problems
-from dmax_core.stages import run_stage
+from dmax_core.stages import RunLayout, run_stage
 from dmax_core.stages.common import task_of
 
 SPD_THRESHOLDS = (0.9, 0.5, 0.0)
@@ -36,10 +36,11 @@ def main() -> None:
     cfg = load_config(preset, [f"run_dir=runs/exp-{name}", *overrides])
     cells = [("threshold", t) for t in cfg.evaluate.thresholds] + [("spd", t) for t in SPD_THRESHOLDS]
     started = time.perf_counter()
-    if not (cfg.run_dir / "base" / "model.safetensors").is_file():
+    base = RunLayout.of(cfg).model("base")
+    if not (base / "model.safetensors").is_file():  # a finished base is reused; the trainer resumes a partial one
         run_stage("pretrain", cfg)
     pretrain_seconds = time.perf_counter() - started
-    model, tokenizer = load_bundle(cfg.run_dir / "base")
+    model, tokenizer = load_bundle(base)
     task = task_of(cfg)
     problems = task.splits()["test"][:100]
     results = {"name": name, "preset": preset, "overrides": overrides, "pretrain_seconds": pretrain_seconds,

@@ -59,11 +59,12 @@ def _fmt_spread(s: dict[str, float] | None, scale: float = 1.0, digits: int = 2)
 def render_summary(summary: dict[str, Any], command: str) -> str:
     lines = [f"# DMax reproduction benchmark — preset `{summary['preset']}`, seeds {summary['seeds']}", "",
              f"Command: `{command}`", ""]
-    if summary.get("tpf_ratio"):
-        lines += [f"**Headline TPF ratio (DMax / baseline): {_fmt_spread(summary['tpf_ratio'])}**",
-                  f"- accuracy change DMax − baseline (pp): {_fmt_spread(summary['accuracy_delta_pp'])}",
-                  f"- baseline TPF: {_fmt_spread(summary['baseline_tpf'])}",
-                  f"- DMax TPF: {_fmt_spread(summary['dmax_tpf'])}"]
+    headline = summary["headline"]
+    if headline:
+        lines += [f"**Headline TPF ratio (DMax / baseline): {_fmt_spread(headline['tpf_ratio'])}**",
+                  f"- accuracy change DMax − baseline (pp): {_fmt_spread(headline['accuracy_delta_pp'])}",
+                  f"- baseline TPF: {_fmt_spread(headline['baseline/tpf'])}",
+                  f"- DMax TPF: {_fmt_spread(headline['tpf'])}"]
     if not summary["all_seeds_valid"]:
         lines += ["", "**Some seeds have no meaningful comparison** (see the per-seed reasons below)."]
     lines += ["", "## Per seed", "", "| seed | valid | baseline | DMax | ratio | Δacc (pp) | reason |",
@@ -105,7 +106,7 @@ def run_benchmark(preset: str, seeds: list[int], overrides: list[str], root: Pat
     out = root / "summary"
     command = " ".join(["dmax benchmark --preset", preset, "--seeds", *map(str, seeds), *overrides])
     atomic_write_json(out / "summary.json", summary)
-    ratio = summary.get("tpf_ratio")
+    ratio = summary["headline"].get("tpf_ratio")
     note = f"ratio {ratio['mean']:.2f} ± {ratio['std']:.2f} over seeds" if ratio else "no valid ratio"
     plot_tradeoff([Cell.from_json(c) for c in summary["mean_cells"]], None, out / "tradeoff.png",
                   f"dmax benchmark {preset}, mean of {len(seeds)} seed(s)  ({note})")

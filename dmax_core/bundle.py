@@ -11,12 +11,11 @@ with exit status 2. HF checkpoints from elsewhere (no SHA256SUMS, no dmax_bundle
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from dmax_core.errors import DataError
-from dmax_core.files import atomic_directory, atomic_write_json, checksums_digest
+from dmax_core.files import atomic_directory, atomic_write_json, read_json_object
 from dmax_core.models import LLaDA2MoeForDiffusionLM
 from dmax_core.tokenizer import load_tokenizer, save_tokenizer
 
@@ -48,18 +47,4 @@ def load_bundle(directory: Path, device: str = "cpu") -> tuple[LLaDA2MoeForDiffu
 
 def read_provenance(directory: Path) -> dict[str, Any]:
     """The bundle's provenance record (`{}` for a checkpoint without one); malformed -> `DataError`."""
-    path = Path(directory) / PROVENANCE_FILE
-    if not path.is_file():
-        return {}
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"checkpoint record {path} is not valid JSON: {exc}") from exc
-    if not isinstance(record, dict):
-        raise DataError(f"checkpoint record {path} must hold a JSON object")
-    return record
-
-
-def weights_digest(directory: Path) -> str | None:
-    """The identity of a dmax checkpoint's weights (SHA-256 of its SHA256SUMS), None for foreign ones."""
-    return checksums_digest(directory)
+    return read_json_object(Path(directory) / PROVENANCE_FILE, "checkpoint record") or {}

@@ -4,7 +4,8 @@ Presets live in `params/<name>.yaml` (a preset may start from another with `base
 override any leaf with `dotted.key=value`. Unknown keys and bad values are errors that name the key,
 so a typo can never silently fall back to a default. The task (`task.name` and its knobs) and the
 decoding policies (`decoding.<policy>.<knob>`) are validated against their registries
-(`dmax_core.tasks.TASKS`, `dmax_core.decoding.POLICIES`), imported only when a config is validated.
+(`dmax_core.tasks.TASKS`, `dmax_core.decoding.POLICIES`), imported only when a config is validated: the
+one place a lower layer imports higher ones, because the registries are where the knobs are declared.
 This module only reads and validates; it does not create directories or touch the model. It is longer
 than most modules (about 400 lines) on purpose: the whole settings tree and its loading rules in one
 file, so that every knob a preset can set is found in one place.
@@ -43,16 +44,6 @@ def _tasks():
     return TASKS
 
 
-def _resolve_knobs(kind: str, given: dict[str, Any], defaults: dict[str, Any], build) -> dict[str, Any]:
-    """Every knob in signature order (given value or default); `build(knobs)` runs the class's own checks."""
-    unknown = sorted(set(given) - set(defaults))
-    if unknown:
-        raise ValueError(f"{kind} has no knob(s) {', '.join(unknown)}; its knobs: {', '.join(defaults) or 'none'}")
-    resolved = {k: given.get(k, default) for k, default in defaults.items()}
-    build(resolved)
-    return resolved
-
-
 class TaskConfig(BaseModel):
     """The task (`dmax_core.tasks`) by name; every other key is one of that task's knobs.
 
@@ -61,16 +52,15 @@ class TaskConfig(BaseModel):
     people of a ledger). The resolved config lists every knob with its value.
     """
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
     name: str = "running_total"
 
     @model_validator(mode="after")
     def _knobs(self) -> TaskConfig:
         tasks = _tasks()
-        tasks.get(self.name)  # unknown name -> ValueError listing the known tasks
-        self.__pydantic_extra__ = _resolve_knobs(
-            f"task {self.name!r}", dict(self.model_extra or {}), tasks.knobs(self.name),
-            lambda knobs: tasks.build(self.name, knobs))
+        knobs = tasks.resolve(self.name, dict(self.model_extra or {}))  # unknown name or knob: ValueError
+        tasks.build(self.name, knobs)  # the task's own checks of the values
+        self.__pydantic_extra__ = knobs
         return self
 
     @property
@@ -91,7 +81,7 @@ class DecodingConfig(BaseModel):
     `max_forwards_per_block` caps forwards per block in the frame (default: the block length).
     """
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
     max_forwards_per_block: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
@@ -108,10 +98,8 @@ class DecodingConfig(BaseModel):
             if swept in knobs:
                 raise ValueError(f"decoding.{name}.{swept} is not set here: use evaluate.thresholds / "
                                  f"distill.{swept}")
-            defaults = {k: v for k, v in policies.knobs(name).items() if k != swept}
-            resolved[name] = _resolve_knobs(
-                f"decoding policy {name!r}", knobs, defaults,
-                lambda values, name=name: policies.build(name, {swept: 1.0, **values}))
+            resolved[name] = policies.resolve(name, knobs, exclude=(swept,))
+            policies.build(name, {swept: 1.0, **resolved[name]})  # the policy's own checks of the values
         self.__pydantic_extra__ = resolved
         return self
 
@@ -263,6 +251,22 @@ class DmaxConfig(_Strict):
     train: TrainConfig = TrainConfig(objective="oput", epochs=1.0)
     evaluate: EvaluateConfig = EvaluateConfig()
     report: ReportConfig = ReportConfig()
+
+    @model_validator(mode="after")
+    def _frame_cap_admits_the_policies(self) -> DmaxConfig:
+        """A cap below a policy's own forward limit would stop every long block with an error, hours into
+        a run: refuse it while the config is read instead."""
+        cap = self.decoding.max_forwards_per_block
+        if cap is not None:
+            policies, swept = _policies()
+            for name in dict.fromkeys([self.distill.decoder, *self.evaluate.decoders]):
+                limit = policies.build(name, {swept: 1.0, **self.decoding.knobs(name)}).forward_limit(
+                    self.block_length)
+                if limit is not None and limit > cap:
+                    raise ValueError(f"decoding.max_forwards_per_block={cap} is below the {limit} forwards per "
+                                     f"block that decoding policy {name!r} may take (block_length "
+                                     f"{self.block_length}, its knobs {self.decoding.knobs(name)})")
+        return self
 
     def to_flat_dict(self) -> dict[str, Any]:
         """Dotted leaf keys -> scalar values (MLflow params, DVC-style listings)."""

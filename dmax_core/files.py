@@ -10,7 +10,8 @@ library's `hashlib.file_digest`.
 Checksums are kept in a `SHA256SUMS` file in the format of coreutils' `sha256sum` (`<hex>  <name>`), so
 a user can check a checkpoint without dmax: `cd CHECKPOINT && sha256sum -c SHA256SUMS`.
 
-This module knows nothing about models, tokenizers or stages; it imports only the standard library.
+This module knows nothing about models, tokenizers or stages; it imports only the standard library and
+`dmax_core.errors`.
 """
 
 from __future__ import annotations
@@ -84,6 +85,21 @@ def atomic_directory(final: str | os.PathLike[str]) -> Iterator[Path]:
             raise
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def read_json_object(path: str | os.PathLike[str], what: str) -> dict[str, Any] | None:
+    """The JSON object in `path` (None when there is no such file); anything else is a `DataError`
+    naming `what` and the file. For the small records stored beside outputs (provenance, manifests)."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{what} {path} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise DataError(f"{what} {path} must hold a JSON object")
+    return data
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:

@@ -54,9 +54,11 @@ class Registry(Generic[T]):
         """`{knob: default}` in signature order (`REQUIRED` for a knob without a default)."""
         return class_knobs(self.get(name))
 
-    def build(self, name: str, knobs: Mapping[str, Any]) -> T:
-        """An instance with these knobs; unknown or missing knobs and bad values are `ValueError`s."""
-        known = self.knobs(name)
+    def resolve(self, name: str, knobs: Mapping[str, Any], exclude: tuple[str, ...] = ()) -> dict[str, Any]:
+        """Every knob of `name` (but `exclude`) in signature order: the given value, else the default.
+
+        Unknown knobs and required knobs without a value are `ValueError`s naming them."""
+        known = {k: v for k, v in self.knobs(name).items() if k not in exclude}
         unknown = sorted(set(knobs) - set(known))
         if unknown:
             raise ValueError(f"{self.kind} {name!r} has no knob(s) {', '.join(unknown)}; "
@@ -64,6 +66,11 @@ class Registry(Generic[T]):
         missing = [k for k, default in known.items() if default is REQUIRED and k not in knobs]
         if missing:
             raise ValueError(f"{self.kind} {name!r} needs {', '.join(missing)}")
+        return {k: knobs.get(k, default) for k, default in known.items()}
+
+    def build(self, name: str, knobs: Mapping[str, Any]) -> T:
+        """An instance with these knobs; unknown or missing knobs and bad values are `ValueError`s."""
+        self.resolve(name, knobs)
         try:
             return self.get(name)(**knobs)
         except (TypeError, ValueError) as exc:  # the class's own checks (or a knob of the wrong kind)

@@ -10,8 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from dmax_core.evaluation.records import Evaluation
+if TYPE_CHECKING:
+    from dmax_core.evaluation.records import Evaluation
 
 
 @dataclass(frozen=True)
@@ -20,7 +22,7 @@ class ModelCandidate:
 
     `output` names it in `StageResult.outputs`; `family` is the registered-model family it joins (the
     training objective: `oput` for DMax checkpoints, `sft` for the plain fine-tuning control); `digest`
-    identifies its weights (`bundle.weights_digest`), so an evaluation can find its version later."""
+    identifies its weights (`files.checksums_digest`), so an evaluation can find its version later."""
 
     output: str
     family: str

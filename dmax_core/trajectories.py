@@ -10,7 +10,6 @@ MLflow, so a silently edited file would make that record lie).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ import pyarrow.parquet as pq
 
 from dmax_core.errors import DataError
 from dmax_core.evaluation.records import Sample
-from dmax_core.files import atomic_directory, atomic_write_json, sha256_file
+from dmax_core.files import atomic_directory, atomic_write_json, read_json_object, sha256_file
 
 TRAJECTORY_FILE = "trajectories.parquet"
 MANIFEST_FILE = "manifest.json"
@@ -56,16 +55,7 @@ def write_trajectories(directory: Path, rows: Sequence[Sample], manifest: Mappin
 
 def read_manifest(directory: Path) -> dict[str, Any]:
     """The dataset's manifest (`{}` when there is none); malformed -> `DataError`."""
-    path = Path(directory) / MANIFEST_FILE
-    if not path.is_file():
-        return {}
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"trajectory manifest {path} is not valid JSON: {exc}") from exc
-    if not isinstance(manifest, dict):
-        raise DataError(f"trajectory manifest {path} must hold a JSON object")
-    return manifest
+    return read_json_object(Path(directory) / MANIFEST_FILE, "trajectory manifest") or {}
 
 
 def load_trajectories(directory: Path) -> Trajectories:

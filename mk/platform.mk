@@ -5,12 +5,12 @@
 #   make prefect-server / mlflow-ui / worker   one of them in the foreground (Ctrl-C stops it)
 #   make deploy         (re)apply prefect.yaml to a running Prefect server
 #   make dvc-repro      `dvc repro` with the project's interpreter first on PATH
-#   make dvc-files      regenerate dvc.yaml (from the stage table) and params.yaml (the resolved tiny preset)
+#   make platform-files regenerate dvc.yaml and prefect.yaml (from the stage table) and params.yaml
 PREFECT_PORT ?= 4200
 MLFLOW_PORT ?= 5000
 SERVERS = $(BIN)/python -m flows.servers --prefect-port $(PREFECT_PORT) --mlflow-port $(MLFLOW_PORT)
 
-.PHONY: servers stop-servers servers-status prefect-server mlflow-ui worker deploy dvc-repro dvc-files \
+.PHONY: servers stop-servers servers-status prefect-server mlflow-ui worker deploy dvc-repro platform-files \
 	test-integration
 
 servers: install
@@ -39,14 +39,16 @@ dvc-repro: install
 
 DVC_PARAMS_HEADER = \
 	'\# DVC parameters: the fully resolved `tiny` preset, grouped by stage (dvc.yaml says which stage reads' \
-	'\# which group). Regenerate after changing params/tiny.yaml with `make dvc-files`' \
+	'\# which group). Regenerate after changing params/tiny.yaml with `make platform-files`' \
 	'\# (= dmax config --preset tiny run_dir=runs/dvc). Sweep with e.g. `dvc exp run -S train.lr=1e-4`.'
-# dvc.yaml from the stage table and params.yaml = the resolved tiny preset (DVC tracks it by group); rerun
-# after editing params/tiny.yaml or the stage table. A test fails while either file is out of date.
-dvc-files: install
+# dvc.yaml and prefect.yaml from the stage table, params.yaml = the resolved tiny preset (DVC tracks it by
+# group); rerun after editing params/tiny.yaml or the stage table. A test fails while any is out of date.
+platform-files: install
 	$(BIN)/python -m dmax_core.stages.dvc > dvc.yaml.new
+	$(BIN)/python -m flows.deployments > prefect.yaml.new
 	{ printf '%s\n' $(DVC_PARAMS_HEADER); $(BIN)/dmax config --preset tiny run_dir=runs/dvc; } > params.yaml.new
 	mv dvc.yaml.new dvc.yaml
+	mv prefect.yaml.new prefect.yaml
 	mv params.yaml.new params.yaml
 
 test-integration: install

@@ -49,8 +49,10 @@ def test_summary_mean_and_spread_over_seeds():
     summary = summarize_seeds({0: dmax_like(1.0), 1: dmax_like(1.2)})
     ratios = [8.0 / 3.0, 9.6 / 3.0]
     assert summary["all_seeds_valid"]
-    assert summary["tpf_ratio"]["mean"] == pytest.approx(sum(ratios) / 2)
-    assert summary["tpf_ratio"]["min"] == pytest.approx(ratios[0])
+    assert summary["headline"]["tpf_ratio"]["mean"] == pytest.approx(sum(ratios) / 2)
+    assert summary["headline"]["tpf_ratio"]["min"] == pytest.approx(ratios[0])
+    assert summary["headline"]["baseline/tpf"] == {"mean": 3.0, "std": 0.0, "min": 3.0, "max": 3.0}
+    assert summary["headline"]["tpf"]["mean"] == pytest.approx((8.0 + 9.6) / 2)
     mean_dmax = next(c for c in summary["mean_cells"] if c["model"] == "dmax" and c["threshold"] == 0.5)
     assert mean_dmax["tpf"] == pytest.approx((8.0 + 9.6) / 2)
     assert mean_dmax["std"]["tpf"] == pytest.approx(abs(9.6 - 8.0) / 2 ** 0.5)  # sample std of two values
@@ -83,6 +85,26 @@ def test_sweep_table_is_one_row_per_model_and_decoder():
     assert len(table) == 5  # header, rule, base+spd, base+threshold, dmax+spd: validation cells excluded
     spread = sweep_table([replace(cell("dmax", "spd", 0.5, 0.985, 8.0), std={"accuracy": 0.015})])
     assert spread.splitlines()[2] == "| dmax + spd | 98.5 ± 1.5 / 8.00 |"
+
+
+@pytest.mark.parametrize(("reference", "aggressive", "accumulates"), [
+    (0.10, 0.09, False),  # exactly 1 pp: not *more* than the tolerance (0.10 - 0.01 is 0.09000000000000001)
+    (0.13, 0.12, False), (0.98, 0.96, True), (0.98, 0.975, False),
+])
+def test_error_accumulation_means_more_than_the_tolerance_below(reference, aggressive, accumulates):
+    cells = [cell("base", "threshold", 1.0, reference, 1.0), cell("base", "threshold", 0.3, aggressive, 9.0)]
+    assert criteria(Evaluation(cells=tuple(cells), headline=compute_headline(cells)))[
+        "base_error_accumulation"] is accumulates
+
+
+@pytest.mark.parametrize(("reference", "best_spd", "collapses"), [
+    (0.30, 0.20, True),  # exactly 10 pp below: at least 10 pp (0.3 - 0.1 is 0.19999999999999998)
+    (1.00, 0.90, True), (1.00, 0.91, False), (0.98, 0.75, True),
+])
+def test_base_spd_collapse_means_at_least_ten_pp_below(reference, best_spd, collapses):
+    cells = [cell("base", "threshold", 1.0, reference, 1.0), cell("base", "spd", 0.5, best_spd, 2.0)]
+    assert criteria(Evaluation(cells=tuple(cells), headline=compute_headline(cells)))[
+        "base_spd_collapses"] is collapses
 
 
 def test_a_loss_of_exactly_one_pp_passes_the_ratio_criterion():

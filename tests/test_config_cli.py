@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
 from dmax_core.config import DmaxConfig, load_config
 from dmax_core.errors import ConfigError
@@ -31,14 +32,26 @@ def test_base_chains_resolve_by_path_and_loops_are_refused(tmp_path):
         load_config(tmp_path / "a.yaml")
 
 
-def test_policy_and_task_knobs_come_from_their_registries():
+def test_policy_and_task_knobs_come_from_their_registries(tmp_path):
     cfg = load_config("smoke", ["decoding.spd.confidence_stop=0.8", "decoding.spd.max_steps=16"])
     assert cfg.decoding.knobs("spd") == {"confidence_stop": 0.8, "max_steps": 16}
     assert cfg.decoding.knobs("threshold") == {}
     assert load_config("smoke").decoding.knobs("spd") == {"confidence_stop": 0.9, "max_steps": None}
     assert cfg.task.knobs == {"n_train": 200, "n_validation": 4, "n_test": 6, "min_steps": 3, "max_steps": 4,
                               "seed": 1234}
-    assert "decoding.spd.confidence_stop: 0.8" not in cfg.to_yaml()  # nested YAML, not dotted keys
+    assert yaml.safe_load(cfg.to_yaml())["decoding"]["spd"] == {"confidence_stop": 0.8, "max_steps": 16}
+    resolved = tmp_path / "resolved.yaml"
+    resolved.write_text(cfg.to_yaml())
+    assert load_config(resolved) == cfg  # a resolved config reads back as itself
+
+
+def test_the_frame_cap_is_checked_against_the_policies_when_the_config_is_read():
+    assert load_config("smoke", ["decoding.spd.max_steps=40"]).decoding.max_forwards_per_block is None
+    load_config("smoke", ["decoding.max_forwards_per_block=40", "decoding.spd.max_steps=40"])
+    with pytest.raises(ConfigError, match=r"max_forwards_per_block=32 is below the 40 forwards .* 'spd'"):
+        load_config("smoke", ["decoding.max_forwards_per_block=32", "decoding.spd.max_steps=40"])
+    with pytest.raises(ConfigError, match="below the 32 forwards per block that decoding policy 'threshold'"):
+        load_config("smoke", ["decoding.max_forwards_per_block=16"])
     assert load_config("smoke", ["evaluate.decoders=[spd]"]).evaluate.decoders == ["spd"]
 
 

@@ -119,8 +119,10 @@ def test_policy_knobs_are_validated_by_name() -> None:
 
 def test_policies_are_built_from_the_registry_with_their_own_knobs() -> None:
     assert set(POLICIES.names()) == {"threshold", "spd"}
-    assert POLICIES.knobs("spd") == {"threshold": POLICIES.knobs("spd")["threshold"], "confidence_stop": 0.9,
-                                     "max_steps": None}
+    assert list(POLICIES.knobs("spd")) == ["threshold", "confidence_stop", "max_steps"]
+    assert POLICIES.resolve("spd", {}, exclude=("threshold",)) == {"confidence_stop": 0.9, "max_steps": None}
+    with pytest.raises(ValueError, match="decoding policy 'spd' needs threshold"):
+        POLICIES.resolve("spd", {})
     spd = build_policy("spd", 0.5, {"confidence_stop": 0.8, "max_steps": 4})
     assert isinstance(spd, SPDPolicy) and (spd.threshold, spd.confidence_stop, spd.max_steps) == (0.5, 0.8, 4)
     assert spd.config() == {"policy": "spd", "threshold": 0.5, "confidence_stop": 0.8, "max_steps": 4}
@@ -421,16 +423,17 @@ def test_spd_hard_cap() -> None:
 
 
 def test_the_frame_caps_forwards_per_block_and_says_which_policy_and_block() -> None:
-    """A policy allowed more forwards than the frame's cap (here SPD with max_steps 12 > B = 8 on a model
-    whose argmax never settles) is stopped in words instead of looping on."""
+    """A block still unfinished at the frame's cap is stopped in words instead of looping on. Here SPD may
+    take 12 forwards (max_steps 12 > B = 8) on a model whose argmax never settles: with the default cap
+    (the larger of B and the policy's own limit) it ends by its own rule; an explicit cap of 8 stops it."""
     flip = [([1] * 8, [0.6] * 8), ([2] * 8, [0.6] * 8)] * 6
+    result = generate(ScriptedModel(8, flip), torch.arange(8) + 1, SPDPolicy(0.5, max_steps=12), gen_length=8,
+                      block_length=8)
+    assert result.nfe == 1 + 12 and result.block_stop_reasons == ["max_steps"]
     with pytest.raises(DecodingError, match=r"policy 'spd' did not finish block 1 within 8 forwards"):
         generate(ScriptedModel(8, flip), torch.arange(8) + 1, SPDPolicy(0.5, max_steps=12), gen_length=8,
-                 block_length=8)
-    model = ScriptedModel(8, flip)  # a larger cap lets the policy's own limit decide
-    result = generate(model, torch.arange(8) + 1, SPDPolicy(0.5, max_steps=12), gen_length=8, block_length=8,
-                      max_forwards_per_block=12)
-    assert result.nfe == 1 + 12 and result.block_stop_reasons == ["max_steps"]
+                 block_length=8, max_forwards_per_block=8)
+    assert SPDPolicy(0.5).forward_limit(32) == 32 and ThresholdPolicy(0.5).forward_limit(32) == 32
 
 
 def test_trace_off_and_batch_guard() -> None:

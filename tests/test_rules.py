@@ -86,6 +86,14 @@ def test_beats_champion(new, champion, exists, promote, reason):
     assert decision.reason.startswith(reason), decision.reason
 
 
+def test_only_a_valid_headline_gives_a_champion_standing():
+    from dataclasses import replace
+
+    h = compute_headline(table())
+    assert Standing.of(h) == Standing(accuracy=h.dmax.accuracy, tpf=h.dmax.tpf)
+    assert Standing.of(replace(h, valid=False, reason="refused")) is None
+
+
 def test_headline_metrics_use_the_one_naming_scheme():
     h = compute_headline(table())
     metrics = h.metrics()

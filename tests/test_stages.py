@@ -26,13 +26,15 @@ def smoke_run(tmp_path_factory):
     return cfg, run_pipeline(cfg)
 
 
-def test_the_plan_follows_the_table_and_skips_pretrain_for_a_given_base():
+def test_the_plan_follows_the_table_and_skips_pretrain_for_a_given_base(tmp_path):
     assert [s.name for s in STAGES] == ["pretrain", "distill", "train", "evaluate", "report"]
     assert [s.name for s in plan(load_config("smoke"))] == [s.name for s in STAGES]
-    with_base = load_config("smoke", ["model.base_path=/models/llada2-mini"])
+    with_base = load_config("smoke", [f"model.base_path={tmp_path}"])
     assert [s.name for s in plan(with_base)] == ["distill", "train", "evaluate", "report"]
     skipped = run_stage("pretrain", with_base)
     assert skipped.outputs == {} and "model.base_path is set" in skipped.skipped
+    with pytest.raises(DataError, match=r"model\.base_path /nowhere/llada2-mini is not a directory"):
+        plan(load_config("smoke", ["model.base_path=/nowhere/llada2-mini"]))
     with pytest.raises(ValueError, match="unknown stage 'deploy'"):
         get_stage("deploy")
 

@@ -8,17 +8,18 @@ Stages run for real on the smoke preset where it matters (the control checkpoint
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 import yaml
 
 from dmax_core import cli, env
-from dmax_core.bundle import weights_digest
 from dmax_core.config import load_config
 from dmax_core.errors import DataError
 from dmax_core.evaluation.records import Cell, Evaluation
 from dmax_core.evaluation.rules import compute_headline
+from dmax_core.files import checksums_digest
 from dmax_core.results import ModelCandidate, StageResult
 from dmax_core.stages import STAGES, run_stage
 from dmax_core.stages.dvc import dvc_pipeline
@@ -203,12 +204,37 @@ def test_tracked_sft_training_registers_the_control_checkpoint(smoke_inputs, sto
     assert not client.list_artifacts(version.run_id, "dmax")  # nothing logged under a path it did not write
     assert not (cfg.run_dir / "dmax").exists()
     assert client.search_registered_models(f"name = '{registered_model_name('tracked-smoke', 'oput')}'") == []
-    assert version.tags["dmax.checkpoint_sha256"] == weights_digest(cfg.run_dir / "control")
+    assert version.tags["dmax.checkpoint_sha256"] == checksums_digest(cfg.run_dir / "control")
+
+
+def test_a_tracked_evaluation_logs_what_the_stage_measured_and_judges_the_version(smoke_inputs, store, tmp_path):
+    """The real stages, tracked: train registers `dmax/`, evaluate logs every figure of its Evaluation
+    under the one naming scheme, finds that version by its weights digest and records the decision."""
+    for name in ("base", "trajectories"):  # its own run, independent of the other tests' outputs
+        shutil.copytree(smoke_inputs.run_dir / name, tmp_path / "run" / name)
+    cfg = load_config("smoke", [f"run_dir={tmp_path / 'run'}", "preset=tracked-eval"])
+    tracker = Tracker(tracking_client(store))
+    trained = run_stage("train", cfg, tracker=tracker)
+    result = run_stage("evaluate", cfg, tracker=tracker)
+    client = tracker.client
+    runs = client.search_runs([client.get_experiment_by_name("dmax").experiment_id],
+                              "tags.`dmax.stage` = 'evaluate' and tags.`dmax.preset` = 'tracked-eval'")
+    logged = runs[0].data.metrics
+    assert logged == pytest.approx(result.evaluation.metrics())  # every cell figure and the headline
+    name = registered_model_name("tracked-eval", "oput")
+    version = client.get_model_version_by_alias(name, "candidate")
+    assert version.tags["dmax.checkpoint_sha256"] == trained.candidate.digest == checksums_digest(cfg.run_dir / "dmax")
+    assert runs[0].data.tags["dmax.model_version"] == str(version.version)
+    # the smoke model is untrained, so the headline is refused and the version cannot become champion
+    assert version.tags["dmax.champion_decision"].startswith("no headline dmax cell")
+    with pytest.raises(Exception, match="champion"):
+        client.get_model_version_by_alias(name, "champion")
 
 
 def test_tracked_pretrain_with_a_given_base_records_nothing(tmp_path, monkeypatch, capsys):
     store = f"sqlite:///{tmp_path / 'mlruns.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    (tmp_path / "downloaded").mkdir()
     with pytest.raises(SystemExit) as done:
         cli.main(["pretrain", "--preset", "smoke", f"model.base_path={tmp_path / 'downloaded'}",
                   f"run_dir={tmp_path / 'run'}", "--track"])
@@ -235,6 +261,9 @@ def test_prefect_flows_and_deployments_follow_the_stage_table():
     assert list(pipeline_module.STAGE_TASKS) == [s.name for s in STAGES]
     assert [t.name for t in pipeline_module.STAGE_TASKS.values()] == [s.name for s in STAGES]
     spec = yaml.safe_load((REPO / "prefect.yaml").read_text())
+    from flows.deployments import deployments as generated
+
+    assert spec == generated()  # prefect.yaml is generated from the table (`make platform-files`)
     deployments = {d["name"]: d for d in spec["deployments"]}
     stage_deployments = [d for d in spec["deployments"] if d["entrypoint"].endswith(":stage_flow")]
     assert [d["name"] for d in stage_deployments] == [s.name for s in STAGES]
@@ -268,7 +297,7 @@ def test_task_retries_skip_user_errors():
 
 
 def test_dvc_yaml_is_the_stage_table():
-    """dvc.yaml is generated from the table (`make dvc-files`); any drift fails here."""
+    """dvc.yaml is generated from the table (`make platform-files`); any drift fails here."""
     committed = yaml.safe_load((REPO / "dvc.yaml").read_text())
     assert committed == dvc_pipeline()
     for stage in committed["stages"].values():
@@ -291,12 +320,11 @@ def test_every_stage_run_carries_its_declared_param_groups(tracker, tmp_path):
     cfg = _config(tmp_path, "groups-test")
     for stage in STAGES:
         with tracker.pipeline_run(cfg) as parent, \
-                tracker.stage_run(cfg, stage.name, stage.param_groups, parent_run_id=parent) as run:
+                tracker.stage_run(cfg, stage.name, stage.logged_params, parent_run_id=parent) as run:
             run_id = run.logger.run_id
         params = tracker.client.get_run(run_id).data.params
-        groups = {key.split(".")[0] for key in params}
-        assert set(stage.param_groups) <= groups, stage.name
-        assert not groups - set(stage.param_groups) - {"preset", "run_dir", "num_threads"}, stage.name
+        assert {key.split(".")[0] for key in params} == set(stage.logged_params), stage.name
+        assert set(stage.param_groups) < set(stage.logged_params)
 
 
 def test_evaluation_metrics_reach_mlflow_under_one_name(tracker, tmp_path):

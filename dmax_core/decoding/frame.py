@@ -130,9 +130,9 @@ def generate(
             schedule: the prefill is counted (its work is folded into every later forward) but
             not run, and a cross-block forward is one forward either way.
         callback: called with each `StepRecord` right after the forward it describes.
-        max_forwards_per_block: the frame's cap on forwards in one block (default: `block_length`, which
-            every registered policy respects); a policy that has not finished a block by then is a
-            `DecodingError` naming the policy and the block, never an endless loop.
+        max_forwards_per_block: the frame's cap on forwards in one block (default: the larger of
+            `block_length` and the policy's own `forward_limit`); a policy that has not finished a block
+            by then is a `DecodingError` naming the policy and the block, never an endless loop.
 
     Returns:
         A `DecodeResult`; `seconds` is the wall-clock time of the whole call (CUDA synchronised).
@@ -142,8 +142,10 @@ def generate(
         raise ValueError(f"policy must be a BlockPolicy, got {type(policy).__name__}")
     gen_length = check_int("gen_length", gen_length, 1)
     block_length = check_int("block_length", block_length, 1)
-    cap = block_length if max_forwards_per_block is None else check_int("max_forwards_per_block",
-                                                                         max_forwards_per_block, 1)
+    if max_forwards_per_block is None:
+        cap = max(block_length, policy.forward_limit(block_length) or block_length)
+    else:
+        cap = check_int("max_forwards_per_block", max_forwards_per_block, 1)
     if prompt_ids.dim() == 2:
         if prompt_ids.shape[0] != 1:
             raise ValueError(f"generate supports batch size 1 only, got prompt_ids {tuple(prompt_ids.shape)}")

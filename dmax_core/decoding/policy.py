@@ -130,6 +130,13 @@ class BlockPolicy(ABC):
     def step(self, logits: Tensor) -> PolicyStep:
         """Consume the block logits [B, V] of one forward and decide the next state."""
 
+    def forward_limit(self, block_length: int) -> int | None:
+        """The most forwards this policy takes on a block of `block_length`, if it bounds itself.
+
+        The frame allows at least this many (and never fewer than `block_length`); a policy that returns
+        None is stopped by the frame's cap alone."""
+        return None
+
     def config(self) -> dict[str, Any]:
         """The knobs (stored as attributes of the same names), for logging next to the numbers they produced."""
         return {"policy": self.name, **{knob: getattr(self, knob) for knob in POLICIES.knobs(self.name)}}

@@ -90,15 +90,15 @@ def summarize_seeds(per_seed: Mapping[int, Evaluation], tolerance_pp: float = 1.
                               for s in seeds},
         "all_seeds_valid": len(valid) == len(seeds),
     }
-    if valid:
-        summary["tpf_ratio"] = spread([h.tpf_ratio for h in valid])
-        summary["accuracy_delta_pp"] = spread([h.accuracy_delta_pp for h in valid])
-        summary["baseline_tpf"] = spread([h.baseline.tpf for h in valid])
-        summary["dmax_tpf"] = spread([h.dmax.tpf for h in valid])
+    # Every headline figure under its one name (`tpf_ratio`, `tpf`, `baseline/tpf`, ...), spread over the
+    # seeds whose headline is valid.
+    per_seed_figures = [h.metrics() for h in valid]
+    summary["headline"] = {name: spread([figures[name] for figures in per_seed_figures])
+                           for name in (per_seed_figures[0] if valid else {}) if name != "headline_valid"}
     on_means = Headline(valid=False, reason="not every seed has a valid headline", tolerance_pp=tolerance_pp)
     if valid and len(valid) == len(seeds):
         on_means = Headline(valid=True, reason="means over seeds", tolerance_pp=tolerance_pp,
-                            tpf_ratio=summary["tpf_ratio"]["mean"],
-                            accuracy_delta_pp=summary["accuracy_delta_pp"]["mean"])
+                            tpf_ratio=summary["headline"]["tpf_ratio"]["mean"],
+                            accuracy_delta_pp=summary["headline"]["accuracy_delta_pp"]["mean"])
     summary["criteria_on_means"] = reproduction_criteria(cells, on_means, tolerance_pp)
     return summary

@@ -11,9 +11,9 @@ the reproduction criteria, MLflow and DVC alike (spec §5.4 for the definitions)
     tpf_total  total tokens / total NFE                 (pooled; a different question than tpf)
     tps_total  total tokens / total seconds             (throughput of the whole cell)
 
-A cell's MLflow key is `eval/<split>/<model>/<decoder>/thr_<threshold>/<figure>`; the headline's figures
-are logged under their bare names (`tpf`, `accuracy`, ...) with `baseline/` for the baseline cell.
-`Evaluation.metrics()` is the only place those keys are built.
+A cell's MLflow key is `eval/<split>/<model>/<decoder>/thr_<threshold>/<figure>` (`Cell.metrics`); the
+headline's figures are logged under their bare names (`tpf`, `accuracy`, ...) with `baseline/` for the
+baseline cell (`Headline.metrics`); `Evaluation.metrics()` is both. No other code builds these keys.
 
 This module only holds and (de)serialises numbers it is given: it must not decode, time or score.
 """
@@ -232,4 +232,5 @@ class Evaluation:
         try:
             return cls.from_json(json.loads(path.read_text(encoding="utf-8")))
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as exc:
-            raise DataError(f"metrics file {path} is malformed or from an older dmax: {exc}") from exc
+            raise DataError(f"metrics file {path} is malformed or was written by an older dmax (rerun "
+                            f"`dmax evaluate`): {exc}") from exc

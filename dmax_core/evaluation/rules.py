@@ -104,7 +104,8 @@ class Standing:
 
     @classmethod
     def of(cls, headline: Headline) -> Standing | None:
-        if headline.dmax is None or not math.isfinite(headline.dmax.tpf):
+        """None unless the headline is valid: a refused comparison must not crown a champion."""
+        if not headline.valid or headline.dmax is None or not math.isfinite(headline.dmax.tpf):
             return None
         return cls(accuracy=headline.dmax.accuracy, tpf=headline.dmax.tpf)
 

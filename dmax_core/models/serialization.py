@@ -42,6 +42,8 @@ def save_model(model: LLaDA2MoeForDiffusionLM, directory: str | os.PathLike[str]
     if target.exists() and not target.is_dir():
         raise FileExistsError(f"save_pretrained: {target} exists and is not a directory")
     target.mkdir(parents=True, exist_ok=True)
+    for stale in [target / WEIGHTS_INDEX_NAME, *target.glob("model-*-of-*.safetensors")]:
+        stale.unlink(missing_ok=True)  # shards of an earlier save would shadow nothing but mislead a reader
     tensors = {name: t.detach().contiguous().cpu() for name, t in model.state_dict().items()}
     with atomic_file(target / WEIGHTS_NAME) as tmp:
         save_file(tensors, str(tmp), metadata={"format": "pt"})

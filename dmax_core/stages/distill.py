@@ -12,7 +12,7 @@ from dmax_core.bundle import load_bundle
 from dmax_core.config import DmaxConfig
 from dmax_core.decoding import build_policy
 from dmax_core.errors import DataError
-from dmax_core.evaluation.records import Sample
+from dmax_core.evaluation.records import Cell, Sample
 from dmax_core.evaluation.runner import decode_problems
 from dmax_core.metric_logger import MetricLogger
 from dmax_core.results import StageResult
@@ -47,14 +47,15 @@ def distill(cfg: DmaxConfig, logger: MetricLogger) -> StageResult:
     rows = [s for s in samples if cfg.distill.keep_incorrect or s.correct]
     if not rows:
         raise DataError("distillation produced no usable trajectories (all answers were filtered out)")
-    accuracy = sum(s.correct for s in samples) / len(samples)
+    # How well and how fast the teacher answered, as one evaluation cell on the prompts it was given.
+    teacher = Cell.from_samples("base", cfg.distill.decoder, cfg.distill.threshold, "train", samples)
+    figures = {name: teacher.figures()[name] for name in ("accuracy", "tpf", "nfe", "tokens")}
     digest = write_trajectories(layout.path(TRAJECTORIES), rows, {
-        "teacher_accuracy": accuracy, "decoder": cfg.distill.decoder, "threshold": cfg.distill.threshold,
-        "mean_tpf": sum(s.tokens / s.nfe for s in samples) / len(samples),
+        "teacher": {"decoder": cfg.distill.decoder, "threshold": cfg.distill.threshold, **figures},
     })
     return StageResult(
         stage="distill",
         outputs={TRAJECTORIES: layout.path(TRAJECTORIES)},
-        metrics={"distill/teacher_accuracy": accuracy, "distill/rows": float(len(rows))},
+        metrics={**{f"distill/{name}": value for name, value in figures.items()}, "distill/rows": float(len(rows))},
         tags={"dmax.dataset_digest": digest},
     )

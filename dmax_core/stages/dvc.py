@@ -1,4 +1,4 @@
-"""`dvc.yaml` derived from the stage table: `python -m dmax_core.stages.dvc > dvc.yaml` (`make dvc-files`).
+"""`dvc.yaml` derived from the stage table: `python -m dmax_core.stages.dvc > dvc.yaml` (`make platform-files`).
 
 Every stage calls the `dmax` CLI on `params.yaml` (the resolved `tiny` preset, DVC's default variables
 file, so `${run_dir}` resolves); its deps are what it reads plus the code it runs, its params the config
@@ -16,7 +16,7 @@ from dmax_core.stages.table import SHARED_CODE, STAGES
 
 HEADER = """\
 # The dmax stages as a DVC pipeline, generated from the stage table (dmax_core/stages/table.py) by
-# `make dvc-files`; do not edit by hand (a test compares this file with the table).
+# `make platform-files`; do not edit by hand (a test compares this file with the table).
 #   dvc repro                               # the tiny pipeline from params.yaml; a second repro is a no-op
 #   dvc exp run -S train.lr=1e-4            # one experiment; `dvc exp show` to compare
 #   dvc exp run --queue -S 'train.lr=1e-4,3e-4' && dvc queue start   # a sweep

@@ -12,14 +12,14 @@ import time
 
 from tqdm.auto import tqdm
 
-from dmax_core.bundle import load_bundle, weights_digest
+from dmax_core.bundle import load_bundle
 from dmax_core.config import DmaxConfig
 from dmax_core.decoding import build_policy
 from dmax_core.env import environment_info
 from dmax_core.evaluation.records import Cell, Evaluation
 from dmax_core.evaluation.rules import compute_headline
 from dmax_core.evaluation.runner import decode_problems
-from dmax_core.files import atomic_directory, atomic_write_text
+from dmax_core.files import atomic_directory, atomic_write_text, checksums_digest
 from dmax_core.metric_logger import MetricLogger
 from dmax_core.results import StageResult
 from dmax_core.stages.common import setup, task_of, task_splits
@@ -81,5 +81,5 @@ def evaluate(cfg: DmaxConfig, logger: MetricLogger) -> StageResult:
         metrics=evaluation.headline.metrics(),
         evaluation=evaluation,
         evaluated={family: digest for name in ev.models
-                   if (family := layout.family(name)) and (digest := weights_digest(layout.model(name)))},
+                   if (family := layout.family(name)) and (digest := checksums_digest(layout.model(name)))},
     )

@@ -30,7 +30,7 @@ def run_stage(stage: Stage | str, cfg: DmaxConfig, *, tracker: Tracker | None = 
         return StageResult(stage=stage.name, skipped=reason)
     if tracker is None:
         return stage.run(cfg, NullLogger())
-    with tracker.stage_run(cfg, stage.name, stage.param_groups, parent_run_id=parent_run_id) as run:
+    with tracker.stage_run(cfg, stage.name, stage.logged_params, parent_run_id=parent_run_id) as run:
         result = stage.run(cfg, run.logger)
         run.record(result)
     return result

@@ -2,19 +2,22 @@
 
 A row says what the stage is (its function and help text), what it reads and writes (names from
 `layout`), which config groups it depends on, which code it runs, and when it has nothing to do. The
-`dmax` CLI, the Prefect flows and tasks, the MLflow stage runs, the pipeline order and `dvc.yaml` are all
-derived from this table (`dmax_core.stages.dvc` writes the DVC file; a test holds the committed one to it).
+`dmax` CLI, the Prefect flows and tasks, the MLflow stage runs, the pipeline order, `dvc.yaml` and
+`prefect.yaml` are all derived from this table (`dmax_core.stages.dvc` and `flows.deployments` write the
+two files; tests hold the committed ones to it).
 
-Adding a stage = one module with its function + one row here (+ its test; `make dvc-files` regenerates
-dvc.yaml and params.yaml).
+Adding a stage = one module with its function + one row here (+ its test; `make platform-files`
+regenerates dvc.yaml, prefect.yaml and params.yaml).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from dmax_core.config import DmaxConfig
+from dmax_core.errors import DataError
 from dmax_core.metric_logger import MetricLogger
 from dmax_core.results import StageResult
 from dmax_core.stages import layout
@@ -24,9 +27,11 @@ from dmax_core.stages.pretrain import pretrain
 from dmax_core.stages.report import report
 from dmax_core.stages.train import train
 
-# Config values every stage depends on (DVC params of each stage). `preset`, `run_dir` and `num_threads`
-# change where or how fast a stage runs, not what it computes.
+# Config values every stage depends on (DVC params of each stage).
 SHARED_PARAMS: tuple[str, ...] = ("seed", "block_length")
+# Config values that say which run a stage belongs to and how it ran, not what it computes: every MLflow
+# stage run carries them beside its parameter groups, DVC does not track them.
+RUN_IDENTITY: tuple[str, ...] = ("preset", "run_dir", "num_threads")
 # Code every stage runs (DVC deps of each stage, besides its own).
 SHARED_CODE: tuple[str, ...] = ("dmax_core/stages/common.py", "dmax_core/stages/layout.py", "dmax_core/bundle.py",
                                 "dmax_core/files.py")
@@ -39,9 +44,14 @@ def _never(cfg: DmaxConfig) -> str | None:
 
 
 def _base_model_given(cfg: DmaxConfig) -> str | None:
-    if cfg.model.base_path is not None:
-        return f"model.base_path is set: the base model is read from {cfg.model.base_path}, not trained"
-    return None
+    """Skip pretraining when the config names a downloaded base model; a path that is not a directory is
+    an error now, not at the next stage."""
+    if cfg.model.base_path is None:
+        return None
+    if not Path(cfg.model.base_path).is_dir():
+        raise DataError(f"model.base_path {cfg.model.base_path} is not a directory (download the base model "
+                        "there, or unset model.base_path to pretrain one)")
+    return f"model.base_path is set: the base model is read from {cfg.model.base_path}, not trained"
 
 
 @dataclass(frozen=True)
@@ -64,8 +74,13 @@ class Stage:
 
     @property
     def param_groups(self) -> tuple[str, ...]:
-        """Every config key the stage depends on: the shared scalars and its own groups."""
+        """Every config key the stage depends on: the shared scalars and its own groups (DVC params)."""
         return SHARED_PARAMS + self.params
+
+    @property
+    def logged_params(self) -> tuple[str, ...]:
+        """What its MLflow run records as params: the run's identity and every key it depends on."""
+        return RUN_IDENTITY + self.param_groups
 
 
 STAGES: tuple[Stage, ...] = (
@@ -87,12 +102,12 @@ STAGES: tuple[Stage, ...] = (
         name="train", run=train,
         help="OPUT fine-tuning on the trajectories -> the DMax model (train.objective=sft: the control)",
         reads=(layout.BASE, layout.TRAJECTORIES), writes=(layout.DMAX,), params=("train",),
-        code=("dmax_core/stages/train.py", "dmax_core/trajectories.py", "dmax_core/tokenizer.py",
-              "dmax_core/diffusion.py", "dmax_core/models", "dmax_core/training"),
+        code=("dmax_core/stages/train.py", "dmax_core/trajectories.py", "dmax_core/evaluation/records.py",
+              "dmax_core/tokenizer.py", "dmax_core/diffusion.py", "dmax_core/models", "dmax_core/training"),
     ),
     Stage(
         name="evaluate", run=evaluate,
-        help="{base, dmax} x {threshold, spd} x thresholds on held-out problems -> metrics and headline",
+        help="the {model} x {decoder} x {threshold} grid on held-out problems -> metrics and the headline",
         reads=(layout.BASE, layout.DMAX), writes=(layout.SAMPLES,), metrics=(layout.METRICS,),
         # `report` holds the headline rule's tolerance and base-accuracy gate, applied here.
         params=("task", "decoding", "evaluate", "report"),

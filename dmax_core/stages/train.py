@@ -7,8 +7,9 @@ checkpoint is a registry candidate of its objective's family.
 
 from __future__ import annotations
 
-from dmax_core.bundle import load_bundle, save_bundle, weights_digest
+from dmax_core.bundle import load_bundle, save_bundle
 from dmax_core.config import DmaxConfig
+from dmax_core.files import checksums_digest
 from dmax_core.metric_logger import MetricLogger
 from dmax_core.results import ModelCandidate, StageResult
 from dmax_core.stages.common import labelled_pads, setup
@@ -42,5 +43,5 @@ def train(cfg: DmaxConfig, logger: MetricLogger) -> StageResult:
         outputs={name: out},
         metrics={"train/final_loss": result.final_loss, "train/seconds": result.seconds},
         tags={"dmax.dataset_digest": trajectories.digest},
-        candidate=ModelCandidate(output=name, family=objective, digest=weights_digest(out)),
+        candidate=ModelCandidate(output=name, family=objective, digest=checksums_digest(out)),
     )

@@ -1,4 +1,5 @@
-"""Tasks: the embedded generated ones (`ledger`, the default, and `running_total`), one file each.
+"""Tasks: the embedded generated ones (`ledger`, the task of every shipped preset but `running_total`, and
+`running_total`), one file each.
 
 Every module of this package is imported here, so each task class in it registers itself by name in
 `TASKS`; adding a task is one new file (`base.Task` says what it must provide).

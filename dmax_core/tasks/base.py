@@ -82,12 +82,9 @@ class GeneratedTask(Task):
         self.n_train = check_int("n_train", n_train, 1)
         self.n_validation = check_int("n_validation", n_validation, 1)
         self.n_test = check_int("n_test", n_test, 1)
-        self.min_steps = check_int("min_steps", min_steps, 1)
-        self.max_steps = check_int("max_steps", max_steps, 1)
-        if self.min_steps > self.max_steps:
-            raise ValueError(f"min_steps ({min_steps}) > max_steps ({max_steps})")
         self.seed = check_int("seed", seed, 0)
-        self.vocabulary()  # the generator's own checks of the difficulty knobs, at construction
+        self.min_steps, self.max_steps = min_steps, max_steps
+        self.vocabulary()  # the generator checks the difficulty knobs (its one copy of those checks)
 
     @abstractmethod
     def vocabulary(self) -> list[str]:

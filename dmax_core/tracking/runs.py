@@ -3,8 +3,8 @@ of what a stage returned.
 
 What gets recorded:
 - params: the flattened resolved config on the parent run (and the YAML as `config/config.yaml`); each
-  nested stage run carries the groups the stage table says it reads, so stage runs compare on their
-  own knobs; a stage run on its own carries the full config;
+  nested stage run carries the keys the stage table names for it (`Stage.logged_params`), so stage runs
+  compare on their own knobs; a stage run on its own carries the full config;
 - tags: git commit, preset, versions, device, host (`env.environment_info`), plus the facts a stage
   returns (e.g. the trajectory dataset digest), also copied to the parent run;
 - metrics: whatever the stage logs while it runs (loss per step, each evaluation cell) and its end-of-
@@ -41,9 +41,6 @@ from dmax_core.tracking.store import experiment_id, tracking_client
 
 log = logging.getLogger(__name__)
 
-# Config scalars every stage run carries besides its own groups.
-GLOBAL_PARAMS = ("preset", "seed", "block_length", "run_dir", "num_threads")
-
 
 def environment_tags(cfg: DmaxConfig) -> dict[str, str]:
     info = environment_info()
@@ -62,14 +59,14 @@ def environment_tags(cfg: DmaxConfig) -> dict[str, str]:
     }
 
 
-def config_params(cfg: DmaxConfig, groups: Iterable[str] | None = None) -> dict[str, Any]:
-    """Flattened config; with `groups`, only those groups plus the global scalars."""
+def config_params(cfg: DmaxConfig, keys: Iterable[str] | None = None) -> dict[str, Any]:
+    """Flattened config; with `keys` (top-level scalars or groups), only those."""
     flat = cfg.to_flat_dict()
-    if groups is None:
+    if keys is None:
         return flat
-    groups = tuple(groups)
-    prefixes = tuple(f"{g}." for g in groups)
-    return {k: v for k, v in flat.items() if k in GLOBAL_PARAMS or k in groups or k.startswith(prefixes)}
+    keys = tuple(keys)
+    prefixes = tuple(f"{k}." for k in keys)
+    return {k: v for k, v in flat.items() if k in keys or k.startswith(prefixes)}
 
 
 def _finish(client: MlflowClient, run_id: str, exc: BaseException | None) -> None:
@@ -165,11 +162,12 @@ class Tracker:
         _finish(client, run_id, None)
 
     @contextmanager
-    def stage_run(self, cfg: DmaxConfig, stage: str, param_groups: Iterable[str], *,
+    def stage_run(self, cfg: DmaxConfig, stage: str, params: Iterable[str], *,
                   parent_run_id: str | None = None) -> Iterator[StageRun]:
-        """The run of one stage, nested under `parent_run_id` when given. A stage run on its own also
-        gets the full config and environment tags, so a single `dmax train --track` is as reproducible as
-        a pipeline. Metrics are flushed and the run marked FAILED if the body raises."""
+        """The run of one stage, nested under `parent_run_id` when given, with the config `params` (keys
+        or groups) the stage table names. A stage run on its own gets the full config instead, so a single
+        `dmax train --track` is as reproducible as a pipeline. Metrics are flushed and the run marked
+        FAILED if the body raises."""
         client = self.client
         experiment = client.get_run(parent_run_id).info.experiment_id if parent_run_id else experiment_id(client)
         tags = {"dmax.kind": "stage", "dmax.stage": stage}
@@ -180,7 +178,7 @@ class Tracker:
         try:
             logger.set_tags(environment_tags(cfg))
             if parent_run_id:
-                logger.log_params(config_params(cfg, param_groups))
+                logger.log_params(config_params(cfg, params))
             else:
                 logger.log_params(config_params(cfg))
                 logger.log_text(cfg.to_yaml(), "config/config.yaml")

@@ -45,6 +45,10 @@ class SPDPolicy(BlockPolicy):
         self._step_index = 0
         self._cap = 0
 
+    def forward_limit(self, block_length: int) -> int:
+        """`max_steps` (default B): rule 7 of §4.2 stops the block there whatever the tokens do."""
+        return self.max_steps if self.max_steps is not None else block_length
+
     def begin_block(self, block_ids: Tensor, active: Tensor, embedder: TokenEmbedder) -> None:
         self._check_block(block_ids, active, embedder.mask_token_id)
         self._ids = block_ids.clone()

@@ -33,6 +33,10 @@ class ThresholdPolicy(BlockPolicy):
         self._block_ids: Tensor | None = None
         self._mask_token_id = -1
 
+    def forward_limit(self, block_length: int) -> int:
+        """Every forward commits at least one mask (the fallback), so a block takes at most B forwards."""
+        return block_length
+
     def begin_block(self, block_ids: Tensor, active: Tensor, embedder: TokenEmbedder) -> None:
         self._check_block(block_ids, active, embedder.mask_token_id)
         self._mask_token_id = embedder.mask_token_id
