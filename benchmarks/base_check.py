@@ -47,9 +47,10 @@ def main() -> None:
                "cells": []}
     for decoder, threshold in cells:
         policy = build_policy(decoder, threshold, cfg.decoding.knobs(decoder))
-        samples = decode_problems(model, tokenizer, task, problems, policy, gen_length=cfg.evaluate.gen_length,
-                                  block_length=cfg.block_length)
-        cell = Cell.from_samples("base", decoder, threshold, "test", samples)
+        run = decode_problems(model, tokenizer, task, problems, policy, gen_length=cfg.evaluate.gen_length,
+                              block_length=cfg.block_length, batch_size=cfg.evaluate.batch_size)
+        cell = Cell.from_samples("base", decoder, threshold, "test", run.samples, batch_size=run.batch_size,
+                                 throughput=run.throughput)
         results["cells"].append(cell.to_json())
         print(f"{name} {cell.label}: accuracy {cell.accuracy:.3f}, TPF {cell.tpf:.2f}, NFE {cell.nfe:.1f} "
               f"(n={cell.n})", flush=True)

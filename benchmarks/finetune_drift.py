@@ -60,9 +60,10 @@ def check(run_dir: Path, overrides: list[str]) -> None:
     for name in models:
         model, tokenizer = load_bundle(run_dir / name)
         for split, problems in splits.items():
-            samples = decode_problems(model, tokenizer, task, problems, build_policy("threshold", 1.0),
-                                      gen_length=cfg.evaluate.gen_length, block_length=cfg.block_length)
-            results[f"{name}/{split}"] = Cell.from_samples(name, "threshold", 1.0, split, samples).accuracy
+            run = decode_problems(model, tokenizer, task, problems, build_policy("threshold", 1.0),
+                                  gen_length=cfg.evaluate.gen_length, block_length=cfg.block_length,
+                                  batch_size=cfg.evaluate.batch_size)
+            results[f"{name}/{split}"] = Cell.from_samples(name, "threshold", 1.0, split, run.samples).accuracy
             print(f"{name} one-token accuracy on {split}: {results[f'{name}/{split}']:.3f}", flush=True)
     print(json.dumps({"run_dir": str(run_dir), "overrides": overrides, "accuracy": results}))
 

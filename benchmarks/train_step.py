@@ -32,7 +32,7 @@ WARMUP, TIMED = 3, 10
 def main() -> None:
     cfg = load_config("tiny", sys.argv[1:])
     torch.manual_seed(0)
-    torch.set_num_threads(cfg.num_threads or torch.get_num_threads())
+    torch.set_num_threads(cfg.threads.train or torch.get_num_threads())
     tokenizer = task_tokenizer(cfg)
     problems = task_splits(cfg)["train"][: cfg.pretrain.batch_size]
     n, block = cfg.pretrain.max_seq_len, cfg.block_length

@@ -198,6 +198,8 @@ class DistillConfig(_Strict):
     threshold: float = Field(0.9, ge=0, le=1)
     gen_length: int = Field(96, ge=1)
     keep_incorrect: bool = True
+    # Prompts decoded at once (continuous batching); every row's output equals its batch-of-one output.
+    batch_size: int = Field(1, ge=1)
 
     _decoder = field_validator("decoder")(_check_decoder)
 
@@ -212,6 +214,9 @@ class EvaluateConfig(_Strict):
     n_validation: int | None = Field(None, ge=1)
     gen_length: int = Field(96, ge=1)
     samples_to_keep: int = Field(20, ge=0)
+    # Problems decoded at once per cell. Per-sample TPS is the paper's (latency at batch 1) only at 1;
+    # `throughput` (tokens / wall time) is reported beside it at any batch size.
+    batch_size: int = Field(1, ge=1)
 
     @model_validator(mode="after")
     def _check(self) -> EvaluateConfig:
@@ -228,6 +233,19 @@ class EvaluateConfig(_Strict):
         return self
 
 
+class ThreadsConfig(_Strict):
+    """CPU threads per kind of stage, chosen from `benchmarks/threads.py` (2-core AMD EPYC, README):
+    a second thread makes training 1.5x and batched decoding 1.5x faster on an idle machine, but makes
+    batch-1 decoding slower (12.1 s against 11.1 s), and with one other process busy it makes every one
+    of them slower (batch-1 decoding 4x, batched decoding 2.5x, training 1.7x).
+
+    `null` = automatic: all cores (torch's default) for training and batched decoding, one thread for
+    batch-1 decoding. On a machine shared with other work set both to 1."""
+
+    train: int | None = Field(None, ge=1)  # pretrain, train
+    decode: int | None = Field(None, ge=1)  # distill, evaluate
+
+
 class ReportConfig(_Strict):
     """Headline rules (`evaluation.rules`), fixed before looking at the test split."""
 
@@ -242,7 +260,7 @@ class DmaxConfig(_Strict):
     seed: int = 0
     block_length: int = Field(32, ge=1)
     run_dir: Path = Path("runs/tiny")
-    num_threads: int | None = Field(None, ge=1)
+    threads: ThreadsConfig = ThreadsConfig()
     task: TaskConfig = Field(default_factory=TaskConfig)
     model: ModelConfig = ModelConfig()
     decoding: DecodingConfig = Field(default_factory=DecodingConfig)

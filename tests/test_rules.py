@@ -106,3 +106,18 @@ def test_headline_metrics_use_the_one_naming_scheme():
     flat = evaluation.metrics()
     assert flat["eval/validation/dmax/spd/thr_0.5/tpf"] == 11.0 and flat["tpf"] == 10.0
     assert Evaluation.from_json(evaluation.to_json()) == evaluation
+
+
+def test_the_ratio_interval_resamples_problems_in_pairs():
+    from dmax_core.evaluation.rules import ratio_interval
+
+    # Every problem has the same ratio 3: every resample gives exactly 3.
+    assert ratio_interval([2.0, 1.0, 4.0], [6.0, 3.0, 12.0]) == pytest.approx((3.0, 3.0))
+    # Two kinds of problems: the interval spans the ratios of the extreme resamples and holds the full one.
+    base, dmax = [1.0] * 50 + [2.0] * 50, [4.0] * 50 + [2.0] * 50
+    low, high = ratio_interval(base, dmax, resamples=4000, seed=1)
+    full = sum(dmax) / sum(base)
+    assert 1.0 < low < full < high < 4.0
+    assert ratio_interval(base, dmax, resamples=4000, seed=1) == (low, high)  # seeded: reproducible
+    with pytest.raises(ValueError, match="same"):
+        ratio_interval([1.0], [1.0, 2.0])

@@ -84,7 +84,9 @@ def test_every_cell_recomputes_from_the_samples_it_kept(smoke_run):
         samples = [Sample(**{k: v for k, v in r.items() if k not in ("model", "decoder", "threshold", "split")})
                    for r in kept]
         assert len(samples) == cell.n == (cfg.task.n_test if cell.split == "test" else cfg.task.n_validation)
-        assert Cell.from_samples(*cell.key, samples) == cell
+        speed = {name: getattr(cell, name) for name in ("batch_size", "throughput", "forwards_per_second", "mbu")}
+        assert Cell.from_samples(*cell.key, samples, **speed) == cell
+        assert cell.throughput >= 0 and cell.forwards_per_second > 0  # the smoke model writes no tokens
         for s in samples:  # each verdict is the task's own scorer's
             assert s.correct == task.is_correct(s.text, problems[s.question])
     # an untrained model must not produce a headline ratio
@@ -95,7 +97,7 @@ def test_every_cell_recomputes_from_the_samples_it_kept(smoke_run):
 def test_evaluation_is_deterministic(smoke_run):
     cfg, results = smoke_run
     again = run_stage("evaluate", cfg).evaluation
-    timing = {"tps": 0.0, "tps_total": 0.0}
+    timing = {"tps": 0.0, "tps_total": 0.0, "throughput": 0.0, "forwards_per_second": 0.0}
     first = results["evaluate"].evaluation.cells
     assert [replace(c, **timing) for c in again.cells] == [replace(c, **timing) for c in first]
 

@@ -33,8 +33,9 @@ def trained():
 
 def cell(trained, policy, count: int) -> Cell:
     model, tokenizer, task, problems = trained
-    samples = decode_problems(model, tokenizer, task, problems[:count], policy, gen_length=48, block_length=32)
-    return Cell.from_samples("base", policy.name, policy.threshold, "test", samples)
+    run = decode_problems(model, tokenizer, task, problems[:count], policy, gen_length=48, block_length=32,
+                          batch_size=8)
+    return Cell.from_samples("base", policy.name, policy.threshold, "test", run.samples)
 
 
 def test_one_token_per_forward_accuracy_at_least_90(trained):

@@ -46,6 +46,7 @@ class ToyModel(nn.Module):
             self.word_embeddings.weight.copy_(torch.randn(VOCAB, hidden, generator=gen))
         self.config = SimpleNamespace(num_hidden_layers=1, vocab_size=VOCAB)
         self.calls: list[Call] = []
+        self.batched_forwards: list[int] = []  # rows of each forward that got a list of row caches
 
     @property
     def mask_token_id(self) -> int:
@@ -65,10 +66,20 @@ class ToyModel(nn.Module):
         *,
         position_ids: Tensor,
         attention_mask: Tensor,
-        kv_cache: KVCache | None = None,
+        kv_cache: KVCache | list[KVCache] | None = None,
         cache_commit_length: int = 0,
     ) -> Tensor:
         assert (input_ids is None) != (inputs_embeds is None), "exactly one of ids / embeds"
+        if isinstance(kv_cache, list):  # a batched forward with one cache per row: rows one by one
+            self.batched_forwards.append(len(kv_cache))
+            rows = []
+            for row, cache in enumerate(kv_cache):
+                ids = None if input_ids is None else input_ids[row : row + 1]
+                embeds = None if inputs_embeds is None else inputs_embeds[row : row + 1]
+                row_positions = position_ids if position_ids.dim() == 1 else position_ids[row]
+                rows.append(self.forward(ids, embeds, position_ids=row_positions, attention_mask=attention_mask,
+                                         kv_cache=cache, cache_commit_length=cache_commit_length))
+            return torch.cat(rows)
         positions = position_ids.reshape(-1)
         length = positions.numel()
         assert attention_mask.shape == (length, length)

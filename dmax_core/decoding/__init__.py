@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from dmax_core.decoding import policies as _policies  # noqa: F401  (registers every policy)
-from dmax_core.decoding.frame import DecodeResult, StepRecord, generate
+from dmax_core.decoding.frame import DecodeResult, ForwardInfo, StepRecord, generate, generate_batch
 from dmax_core.decoding.policies.spd import SPDPolicy
 from dmax_core.decoding.policies.threshold import ThresholdPolicy
 from dmax_core.decoding.policy import POLICIES, SWEPT_KNOB, BlockPolicy, PolicyStep, TokenEmbedder
@@ -26,6 +26,7 @@ __all__ = [
     "SWEPT_KNOB",
     "BlockPolicy",
     "DecodeResult",
+    "ForwardInfo",
     "PolicyStep",
     "SPDPolicy",
     "StepRecord",
@@ -33,4 +34,5 @@ __all__ = [
     "TokenEmbedder",
     "build_policy",
     "generate",
+    "generate_batch",
 ]

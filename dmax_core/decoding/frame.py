@@ -5,16 +5,25 @@ B-aligned blocks, the prefill of the prompt prefix, the prefix KV cache and the 
 NFE counting, EOS stop, wall-clock timing and the per-forward trace. A `BlockPolicy` owns only what
 happens inside a block (which tokens change, what is fed next, when the block is done).
 
+Batching (`generate_batch`): every row (prompt) keeps its own block progress, policy state, KV cache,
+NFE, EOS stop and trace; rows start as slots free up (at most `max_batch` at once) and a finished row
+costs nothing more. Each round, every live row takes one step; rows whose next forward has the same
+shape (a cross-block commit of 2B ids, B ids, or B embeddings) share one model forward, with one cache
+per row. Every model op but attention treats rows independently and attention runs row by row over
+each row's own cache, so a row's tokens, NFE and stop reasons are exactly what a batch of one gives
+(`generate` is `generate_batch` with one row; tests check it). Timing: a row's `seconds` run from its
+prefill to its last forward, so per-sample TPS in a batch is latency-based; the paper's TPS is batch 1.
+
 It must not contain policy logic (thresholds, revision, soft embeddings), must not define attention
 rules (they come from `dmax_core.diffusion.block_causal_mask`), and must not count NFE anywhere but
-here. Batch size 1 only, as in the paper's speed measurements (§0, §5.4); a batch > 1 is refused.
+here.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,7 +48,8 @@ class StepRecord:
 
     `block_index` is the absolute block number (block start // B); the prefill record has -1.
     `step_index` counts forwards within the block from 0. `block_ids`/`confidence` are the block
-    after the policy step (None for the prefill); `changed_positions` are block-relative.
+    after the policy step (None for the prefill); `changed_positions` are block-relative. `row` is the
+    prompt's index in a batched call (0 for `generate`).
     """
 
     block_index: int
@@ -49,11 +59,12 @@ class StepRecord:
     confidence: Tensor | None
     changed_positions: list[int]
     stop_reason: str | None
+    row: int = 0
 
 
 @dataclass
 class DecodeResult:
-    """The outcome of one `generate` call, with the §5.4 counting rules applied.
+    """The outcome of decoding one prompt, with the §5.4 counting rules applied.
 
     `output_ids` is the whole [prompt + generated] sequence with every EOS removed; `generated_ids`
     is the part after the prompt with every EOS removed. Non-EOS ids that follow an EOS inside the
@@ -119,7 +130,7 @@ def generate(
     Args:
         model: implements the dmax model interface (docs/interfaces.md): `forward`, `embed`,
             `mask_token_id`, `eos_token_id`, `config.num_hidden_layers`.
-        prompt_ids: Long[P] (or Long[1, P]); batch size 1 only.
+        prompt_ids: Long[P] (or Long[1, P]): one prompt; `generate_batch` decodes several.
         policy: a `BlockPolicy` (e.g. `ThresholdPolicy`, `SPDPolicy`).
         gen_length: G, the number of positions requested after the prompt (rounded up to a block).
         block_length: B.
@@ -137,210 +148,303 @@ def generate(
     Returns:
         A `DecodeResult`; `seconds` is the wall-clock time of the whole call (CUDA synchronised).
     """
-    start = time.perf_counter()
-    if not isinstance(policy, BlockPolicy):
-        raise ValueError(f"policy must be a BlockPolicy, got {type(policy).__name__}")
-    gen_length = check_int("gen_length", gen_length, 1)
-    block_length = check_int("block_length", block_length, 1)
-    if max_forwards_per_block is None:
-        cap = max(block_length, policy.forward_limit(block_length) or block_length)
-    else:
-        cap = check_int("max_forwards_per_block", max_forwards_per_block, 1)
     if prompt_ids.dim() == 2:
         if prompt_ids.shape[0] != 1:
-            raise ValueError(f"generate supports batch size 1 only, got prompt_ids {tuple(prompt_ids.shape)}")
+            raise ValueError(f"generate takes one prompt (batch size 1), got prompt_ids {tuple(prompt_ids.shape)}; "
+                             "use generate_batch for several")
         prompt_ids = prompt_ids[0]
-    if prompt_ids.dim() != 1:
-        raise ValueError(f"prompt_ids must be Long[P], got shape {tuple(prompt_ids.shape)}")
-    if bool((prompt_ids == int(model.mask_token_id)).any()):
-        # A MASK in the prompt tail would be decoded as if it were a generated position (§4.1).
-        raise ValueError("prompt_ids must not contain the MASK token")
-
-    with torch.inference_mode():
-        raw_ids, nfe, reasons, trace = _decode(
-            model, prompt_ids, policy, gen_length, block_length, record_trace, use_cache, callback, cap
-        )
-    prompt_length = int(prompt_ids.numel())
-    eos = int(model.eos_token_id)
-    raw_ids = raw_ids.clone()  # a normal tensor, usable outside inference mode
-    generated = raw_ids[prompt_length:]
-    output_ids = raw_ids[raw_ids != eos]
-    generated_ids = generated[generated != eos]
-    if raw_ids.is_cuda:
-        torch.cuda.synchronize(raw_ids.device)
-    seconds = time.perf_counter() - start
-    return DecodeResult(
-        prompt_length=prompt_length,
-        output_ids=output_ids,
-        generated_ids=generated_ids,
-        nfe=nfe,
-        seconds=seconds,
-        block_stop_reasons=reasons,
-        trace=trace,
-        raw_ids=raw_ids,
-    )
+    return generate_batch(
+        model, [prompt_ids], [policy], gen_length=gen_length, block_length=block_length,
+        record_trace=record_trace, use_cache=use_cache, callback=callback,
+        max_forwards_per_block=max_forwards_per_block,
+    )[0]
 
 
-def _decode(
+def generate_batch(
     model: Any,
-    prompt_ids: Tensor,
-    policy: BlockPolicy,
+    prompts: Sequence[Tensor],
+    policies: Sequence[BlockPolicy],
+    *,
     gen_length: int,
     block_length: int,
-    record_trace: bool,
-    use_cache: bool,
-    callback: Callable[[StepRecord], None] | None,
-    cap: int,
-) -> tuple[Tensor, int, list[str], list[StepRecord]]:
-    device = _model_device(model, prompt_ids.device)
-    mask_id, eos_id = int(model.mask_token_id), int(model.eos_token_id)
-    prompt_length = int(prompt_ids.numel())
-    total_length = math.ceil((prompt_length + gen_length) / block_length) * block_length
-    x = torch.full((total_length,), mask_id, dtype=torch.long, device=device)
-    x[:prompt_length] = prompt_ids.to(device)
-    positions = torch.arange(total_length, device=device)
-    s0 = (prompt_length // block_length) * block_length
-    embedder = TokenEmbedder.from_model(model, device)
-    cache = KVCache(model.config.num_hidden_layers) if use_cache else None
-    trace: list[StepRecord] = []
-    reasons: list[str] = []
-    want_records = record_trace or callback is not None
+    max_batch: int | None = None,
+    record_trace: bool = False,
+    use_cache: bool = True,
+    callback: Callable[[StepRecord], None] | None = None,
+    max_forwards_per_block: int | None = None,
+    on_forward: Callable[[ForwardInfo], None] | None = None,
+    on_finish: Callable[[int, DecodeResult], None] | None = None,
+) -> list[DecodeResult]:
+    """Decode every prompt as `generate` would, at most `max_batch` rows at a time (default: all).
 
-    def emit(record: StepRecord) -> None:
-        if record_trace:
-            trace.append(record)
-        if callback is not None:
-            callback(record)
-
-    nfe = 0
-    if s0 > 0:
-        if cache is not None:
-            prefix = positions[:s0]
-            model.forward(
-                input_ids=x[None, :s0],
-                position_ids=prefix,
-                attention_mask=block_causal_mask(prefix, block_length),
-                kv_cache=cache,
-                cache_commit_length=s0,
-            )
-            _check_cache_length(cache, s0)
-        nfe += 1
-        if want_records:
-            emit(StepRecord(-1, 0, INPUT_PREFILL, None, None, [], None))
-
-    forward = _BlockForward(model, x, positions, block_length, cache, embedder)
-    pending = False  # §4.1: false after the prefill, true after every finished block
-    for s in range(s0, total_length, block_length):
-        e = s + block_length
-        start_ids = x[s:e].clone()
-        active = start_ids == mask_id
-        policy.begin_block(start_ids, active, embedder)
-        block_ids, embeds = start_ids, None
-        step_index = 0
-        while True:
-            if step_index == 0:
-                kind = INPUT_IDS_COMMIT if pending else INPUT_IDS
-            else:
-                kind = INPUT_EMBEDS if embeds is not None else INPUT_IDS
-            logits = forward(kind, s, block_ids, embeds)
-            nfe += 1
-            out = policy.step(logits)
-            if want_records:
-                emit(
-                    StepRecord(
-                        block_index=s // block_length,
-                        step_index=step_index,
-                        input_kind=kind,
-                        block_ids=out.block_ids.detach().cpu().clone(),
-                        confidence=out.confidence.detach().float().cpu().clone(),
-                        changed_positions=out.changed.nonzero().flatten().tolist(),
-                        stop_reason=out.stop_reason,
-                    )
-                )
-            if out.done:
-                break
-            step_index += 1
-            if step_index >= cap:
-                raise DecodingError(
-                    f"decoding policy {policy.name!r} did not finish block {s // block_length} within {cap} "
-                    f"forwards (the frame's cap, decoding.max_forwards_per_block); its knobs: {policy.config()}"
-                )
-            block_ids, embeds = out.block_ids, out.next_inputs_embeds
-        final = out.block_ids
-        if not bool((final[~active] == start_ids[~active]).all()):
-            raise RuntimeError(f"policy {policy.name!r} changed an inactive (prompt) position")
-        x[s:e] = final
-        pending = True
-        reasons.append(out.stop_reason or "done")
-        if bool((final == eos_id).any()):  # §3.1 EOS stop: fill the rest with EOS
-            x[e:] = eos_id
-            break
-    return x, nfe, reasons, trace
+    `policies[i]` decodes `prompts[i]` (one object per row: a policy holds the state of its block).
+    Each row's result is exactly its batch-of-one result; `seconds` is the row's own latency from its
+    prefill to its last forward (module docstring). Prompts may differ in length. `on_forward` is called
+    after every model forward (batched or not) with its `ForwardInfo`, for speed accounting; `on_finish`
+    with (row index, result) as soon as a row is done, for progress bars.
+    """
+    gen_length = check_int("gen_length", gen_length, 1)
+    block_length = check_int("block_length", block_length, 1)
+    if len(prompts) != len(policies):
+        raise ValueError(f"{len(prompts)} prompts but {len(policies)} policies (one policy object per row)")
+    if len({id(p) for p in policies}) != len(policies):
+        raise ValueError("each row needs its own policy object (a policy holds the state of its block)")
+    slots = len(prompts) if max_batch is None else check_int("max_batch", max_batch, 1)
+    for policy in policies:
+        if not isinstance(policy, BlockPolicy):
+            raise ValueError(f"policy must be a BlockPolicy, got {type(policy).__name__}")
+    for prompt in prompts:
+        if prompt.dim() != 1:
+            raise ValueError(f"prompt_ids must be Long[P], got shape {tuple(prompt.shape)}")
+        if bool((prompt == int(model.mask_token_id)).any()):
+            # A MASK in the prompt tail would be decoded as if it were a generated position (§4.1).
+            raise ValueError("prompt_ids must not contain the MASK token")
+    caps = [max(block_length, p.forward_limit(block_length) or block_length) if max_forwards_per_block is None
+            else check_int("max_forwards_per_block", max_forwards_per_block, 1) for p in policies]
+    frame = _Frame(model, block_length, gen_length, use_cache, record_trace, callback, on_forward)
+    with torch.inference_mode():
+        return frame.run(prompts, policies, caps, slots, on_finish)
 
 
-def _check_cache_length(cache: KVCache, expected: int) -> None:
-    if cache.length != expected:
-        raise RuntimeError(f"KV cache holds {cache.length} positions, expected {expected}")
+@dataclass(frozen=True)
+class ForwardInfo:
+    """One model forward of the frame: what it fed, for how many rows, and how many new positions each."""
+
+    kind: str  # INPUT_PREFILL, INPUT_IDS_COMMIT, INPUT_IDS or INPUT_EMBEDS
+    rows: int
+    length: int
 
 
 @dataclass
-class _BlockForward:
-    """Runs one block forward and returns the block logits [B, V]; the only place `model.forward`
-    is called during block decoding (the prefill is in `_decode`)."""
+class _Row:
+    """One prompt's decoding state."""
 
-    model: Any
-    x: Tensor  # the whole [T] sequence; committed blocks are final
-    positions: Tensor
-    block_length: int
+    index: int
+    policy: BlockPolicy
+    cap: int
+    prompt_length: int
+    x: Tensor  # [T]: prompt, then MASK until blocks are committed
     cache: KVCache | None
-    embedder: TokenEmbedder
+    started: float
+    s: int = 0  # start of the current block
+    pending: bool = False  # §4.1: false after the prefill, true after every finished block
+    start_ids: Tensor | None = None
+    active: Tensor | None = None
+    block_ids: Tensor | None = None
+    embeds: Tensor | None = None
+    step_index: int = 0
+    nfe: int = 0
+    reasons: list[str] = field(default_factory=list)
+    trace: list[StepRecord] = field(default_factory=list)
+    seconds: float = 0.0
+    done: bool = False
 
-    def __post_init__(self) -> None:
-        # Both masks depend only on the relative block layout, so they are built once. One block:
-        # all True (bidirectional). Finished + new block: the finished block cannot see the new one.
-        b = self.block_length
-        self.block_mask = block_causal_mask(self.positions[:b], b)
-        self.commit_mask = block_causal_mask(self.positions[: 2 * b], b)
+    @property
+    def kind(self) -> str:
+        """What the next forward of this row feeds."""
+        if self.step_index == 0:
+            return INPUT_IDS_COMMIT if self.pending else INPUT_IDS
+        return INPUT_EMBEDS if self.embeds is not None else INPUT_IDS
 
-    def __call__(self, kind: str, s: int, block_ids: Tensor, embeds: Tensor | None) -> Tensor:
-        if self.cache is None:
-            return self._uncached(kind, s, block_ids, embeds)
-        b, cache = self.block_length, self.cache
+
+class _Frame:
+    """The rounds of a batched decode: prefill new rows, one step for every live row, retire finished ones."""
+
+    def __init__(self, model: Any, block_length: int, gen_length: int, use_cache: bool, record_trace: bool,
+                 callback: Callable[[StepRecord], None] | None,
+                 on_forward: Callable[[ForwardInfo], None] | None) -> None:
+        self.model = model
+        self.on_forward = on_forward
+        self.b = block_length
+        self.gen_length = gen_length
+        self.use_cache = use_cache
+        self.record_trace = record_trace
+        self.callback = callback
+        self.want_records = record_trace or callback is not None
+        self.mask_id, self.eos_id = int(model.mask_token_id), int(model.eos_token_id)
+        self.device = _model_device(model, torch.device("cpu"))
+        self.embedder = TokenEmbedder.from_model(model, self.device)
+        # Both masks depend only on the relative block layout. One block: all True (bidirectional).
+        # Finished + new block: the finished block cannot see the new one.
+        local = torch.arange(2 * block_length, device=self.device)
+        self.block_mask = block_causal_mask(local[:block_length], block_length)
+        self.commit_mask = block_causal_mask(local, block_length)
+
+    # ---------------------------------------------------------------------------------- the loop
+    def run(self, prompts: Sequence[Tensor], policies: Sequence[BlockPolicy], caps: list[int], slots: int,
+            on_finish: Callable[[int, DecodeResult], None] | None) -> list[DecodeResult]:
+        waiting = list(range(len(prompts)))
+        live: list[_Row] = []
+        results: dict[int, DecodeResult] = {}
+        while waiting or live:
+            joining = [self._new_row(i, prompts[i], policies[i], caps[i]) for i in waiting[: slots - len(live)]]
+            del waiting[: len(joining)]
+            self._prefill(joining)
+            live += joining
+            self._step(live)
+            for row in [r for r in live if r.done]:
+                live.remove(row)
+                results[row.index] = self._result(row)
+                if on_finish is not None:
+                    on_finish(row.index, results[row.index])
+        return [results[i] for i in range(len(prompts))]
+
+    def _new_row(self, index: int, prompt: Tensor, policy: BlockPolicy, cap: int) -> _Row:
+        prompt_length = int(prompt.numel())
+        total = math.ceil((prompt_length + self.gen_length) / self.b) * self.b
+        x = torch.full((total,), self.mask_id, dtype=torch.long, device=self.device)
+        x[:prompt_length] = prompt.to(self.device)
+        # Preallocated to the row's final length: a forward writes its keys in place, nothing is copied.
+        cache = KVCache(self.model.config.num_hidden_layers, capacity=total) if self.use_cache else None
+        return _Row(index, policy, cap, prompt_length, x, cache, time.perf_counter())
+
+    def _prefill(self, rows: list[_Row]) -> None:
+        """One forward over [0, s0) per row with s0 > 0 (rows of equal s0 share it), then the first block."""
+        by_length: dict[int, list[_Row]] = {}
+        for row in rows:
+            by_length.setdefault((row.prompt_length // self.b) * self.b, []).append(row)
+        for s0, group in by_length.items():
+            if s0 > 0:
+                if self.use_cache:
+                    positions = torch.arange(s0, device=self.device)
+                    self._model(
+                        INPUT_PREFILL, input_ids=torch.stack([r.x[:s0] for r in group]), position_ids=positions,
+                        attention_mask=block_causal_mask(positions, self.b), kv_cache=[r.cache for r in group],
+                        cache_commit_length=s0,
+                    )
+                for row in group:
+                    _check_cache_length(row.cache, s0)
+                    row.nfe += 1
+                    self._emit(row, StepRecord(-1, 0, INPUT_PREFILL, None, None, [], None, row.index))
+            for row in group:
+                self._begin_block(row, s0)
+
+    def _step(self, live: list[_Row]) -> None:
+        """One forward for every live row: rows of the same input kind share a batched forward."""
+        groups: dict[str, list[_Row]] = {}
+        for row in live:
+            groups.setdefault(row.kind, []).append(row)
+        for kind, group in groups.items():
+            logits = self._forward(kind, group) if self.use_cache else [self._uncached(kind, r) for r in group]
+            for row, row_logits in zip(group, logits, strict=True):
+                self._advance(row, kind, row_logits)
+
+    # ------------------------------------------------------------------------------- forwards
+    def _forward(self, kind: str, rows: list[_Row]) -> list[Tensor]:
+        """Block logits [B, V] per row, from one forward for all `rows`."""
+        b = self.b
+        caches = [r.cache for r in rows]
         if kind == INPUT_IDS_COMMIT:
-            # §3.1 / §4.2 step 1: [finished block, new block] in one forward; the finished block's
-            # K/V (hard final ids, block-causal) go into the cache, the new block's logits are its
-            # step 1.
-            logits = self.model.forward(
-                input_ids=torch.cat([self.x[s - b : s], block_ids])[None],
-                position_ids=self.positions[s - b : s + b],
-                attention_mask=self.commit_mask,
-                kv_cache=cache,
-                cache_commit_length=b,
+            # §3.1 / §4.2 step 1: [finished block, new block] in one forward; the finished block's K/V
+            # (hard final ids, block-causal) go into the cache, the new block's logits are its step 1.
+            logits = self._model(
+                kind, input_ids=torch.stack([torch.cat([r.x[r.s - b : r.s], r.block_ids]) for r in rows]),
+                position_ids=torch.stack([torch.arange(r.s - b, r.s + b, device=self.device) for r in rows]),
+                attention_mask=self.commit_mask, kv_cache=caches, cache_commit_length=b,
             )
-            _check_cache_length(cache, s)
-            return logits[0, b:]
-        inputs = {"inputs_embeds": embeds[None]} if kind == INPUT_EMBEDS else {"input_ids": block_ids[None]}
-        logits = self.model.forward(
-            **inputs,
-            position_ids=self.positions[s : s + b],
-            attention_mask=self.block_mask,
-            kv_cache=cache,
+            for r in rows:
+                _check_cache_length(r.cache, r.s)
+            return list(logits[:, b:])
+        inputs = ({"inputs_embeds": torch.stack([r.embeds for r in rows])} if kind == INPUT_EMBEDS
+                  else {"input_ids": torch.stack([r.block_ids for r in rows])})
+        logits = self._model(
+            kind, **inputs,
+            position_ids=torch.stack([torch.arange(r.s, r.s + b, device=self.device) for r in rows]),
+            attention_mask=self.block_mask, kv_cache=caches,
             cache_commit_length=0,  # decoding steps never write the cache (§4.2 step 1)
         )
-        return logits[0]
+        return list(logits)
 
-    def _uncached(self, kind: str, s: int, block_ids: Tensor, embeds: Tensor | None) -> Tensor:
-        """The same block forward recomputing [0, s + B) from scratch (verification mode)."""
-        prefix_positions = self.positions[: s + self.block_length]
-        mask = block_causal_mask(prefix_positions, self.block_length)
+    def _uncached(self, kind: str, row: _Row) -> Tensor:
+        """The same block forward recomputing [0, s + B) from scratch (verification mode, one row)."""
+        s = row.s
+        positions = torch.arange(s + self.b, device=self.device)
+        mask = block_causal_mask(positions, self.b)
         if kind == INPUT_EMBEDS:
-            inputs = torch.cat([self.embedder(self.x[:s]), embeds]) if s > 0 else embeds
-            logits = self.model.forward(
-                inputs_embeds=inputs[None], position_ids=prefix_positions, attention_mask=mask
-            )
+            inputs = torch.cat([self.embedder(row.x[:s]), row.embeds]) if s > 0 else row.embeds
+            logits = self._model(kind, inputs_embeds=inputs[None], position_ids=positions, attention_mask=mask)
         else:
-            ids = torch.cat([self.x[:s], block_ids])
-            logits = self.model.forward(
-                input_ids=ids[None], position_ids=prefix_positions, attention_mask=mask
-            )
+            ids = torch.cat([row.x[:s], row.block_ids])
+            logits = self._model(kind, input_ids=ids[None], position_ids=positions, attention_mask=mask)
         return logits[0, s:]
+
+    def _model(self, kind: str, **inputs: Any) -> Tensor:
+        """`model.forward` (the frame's only call site), reported to `on_forward`."""
+        logits = self.model.forward(**inputs)
+        if self.on_forward is not None:
+            fed = inputs["input_ids"] if "input_ids" in inputs else inputs["inputs_embeds"]
+            self.on_forward(ForwardInfo(kind, int(fed.shape[0]), int(fed.shape[1])))
+        return logits
+
+    # ------------------------------------------------------------------------------ the blocks
+    def _begin_block(self, row: _Row, s: int) -> None:
+        row.s, row.step_index, row.embeds = s, 0, None
+        row.start_ids = row.x[s : s + self.b].clone()
+        row.active = row.start_ids == self.mask_id
+        row.policy.begin_block(row.start_ids, row.active, self.embedder)
+        row.block_ids = row.start_ids
+
+    def _advance(self, row: _Row, kind: str, logits: Tensor) -> None:
+        row.nfe += 1
+        out = row.policy.step(logits)
+        if self.want_records:
+            self._emit(row, StepRecord(
+                block_index=row.s // self.b,
+                step_index=row.step_index,
+                input_kind=kind,
+                block_ids=out.block_ids.detach().cpu().clone(),
+                confidence=out.confidence.detach().float().cpu().clone(),
+                changed_positions=out.changed.nonzero().flatten().tolist(),
+                stop_reason=out.stop_reason,
+                row=row.index,
+            ))
+        if not out.done:
+            row.step_index += 1
+            if row.step_index >= row.cap:
+                policy = row.policy
+                raise DecodingError(
+                    f"decoding policy {policy.name!r} did not finish block {row.s // self.b} within {row.cap} "
+                    f"forwards (the frame's cap, decoding.max_forwards_per_block); its knobs: {policy.config()}"
+                )
+            row.block_ids, row.embeds = out.block_ids, out.next_inputs_embeds
+            return
+        final, s, e = out.block_ids, row.s, row.s + self.b
+        inactive = ~row.active
+        if not bool((final[inactive] == row.start_ids[inactive]).all()):
+            raise RuntimeError(f"policy {row.policy.name!r} changed an inactive (prompt) position")
+        row.x[s:e] = final
+        row.pending = True
+        row.reasons.append(out.stop_reason or "done")
+        if bool((final == self.eos_id).any()) or e >= row.x.numel():  # §3.1 EOS stop: fill the rest with EOS
+            row.x[e:] = self.eos_id
+            row.done = True
+            if row.x.is_cuda:
+                torch.cuda.synchronize(row.x.device)
+            row.seconds = time.perf_counter() - row.started
+        else:
+            self._begin_block(row, e)
+
+    def _emit(self, row: _Row, record: StepRecord) -> None:
+        if self.record_trace:
+            row.trace.append(record)
+        if self.callback is not None:
+            self.callback(record)
+
+    def _result(self, row: _Row) -> DecodeResult:
+        raw_ids = row.x.clone()  # a normal tensor, usable outside inference mode
+        generated = raw_ids[row.prompt_length:]
+        return DecodeResult(
+            prompt_length=row.prompt_length,
+            output_ids=raw_ids[raw_ids != self.eos_id],
+            generated_ids=generated[generated != self.eos_id],
+            nfe=row.nfe,
+            seconds=row.seconds,
+            block_stop_reasons=row.reasons,
+            trace=row.trace,
+            raw_ids=raw_ids,
+        )
+
+
+def _check_cache_length(cache: KVCache | None, expected: int) -> None:
+    if cache is not None and cache.length != expected:
+        raise RuntimeError(f"KV cache holds {cache.length} positions, expected {expected}")

@@ -9,7 +9,15 @@ the reproduction criteria, MLflow and DVC alike (spec §5.4 for the definitions)
     nfe        mean forwards per sample (prefill counted as one)
     tokens     mean generated non-EOS tokens per sample
     tpf_total  total tokens / total NFE                 (pooled; a different question than tpf)
-    tps_total  total tokens / total seconds             (throughput of the whole cell)
+    tps_total  total tokens / sum of per-sample seconds
+
+and, how fast the cell ran as a whole (decoded `batch_size` rows at a time; `tps` and `tps_total` are
+latency-based and equal the paper's only at batch 1):
+
+    throughput           total tokens / wall-clock seconds of the whole cell
+    forwards_per_second  model forwards (each for one or many rows) / wall-clock seconds
+    mbu                  memory-bandwidth utilisation (bytes read per forward x forwards/s / peak), where
+                         the device's peak bandwidth is known
 
 A cell's MLflow key is `eval/<split>/<model>/<decoder>/thr_<threshold>/<figure>` (`Cell.metrics`); the
 headline's figures are logged under their bare names (`tpf`, `accuracy`, ...) with `baseline/` for the
@@ -31,6 +39,7 @@ from dmax_core.errors import DataError
 from dmax_core.files import atomic_write_json
 
 FIGURES: tuple[str, ...] = ("accuracy", "tpf", "tps", "nfe", "tokens", "tpf_total", "tps_total")
+SPEED_FIGURES: tuple[str, ...] = ("throughput", "forwards_per_second", "mbu")
 # What the headline logs under bare names (and `baseline/...`): the comparison people look at.
 HEADLINE_FIGURES: tuple[str, ...] = ("accuracy", "tpf", "tps", "tps_total", "nfe")
 
@@ -83,13 +92,18 @@ class Cell:
     tokens: float
     tpf_total: float
     tps_total: float
+    batch_size: int = 1
+    throughput: float | None = None
+    forwards_per_second: float | None = None
+    mbu: float | None = None
     std: Mapping[str, float] | None = None
     seeds: int | None = None
 
     @classmethod
-    def from_samples(cls, model: str, decoder: str, threshold: float, split: str,
-                     samples: Sequence[Sample]) -> Cell:
-        """Aggregate samples into the reported figures (means of per-sample ratios, §5.4)."""
+    def from_samples(cls, model: str, decoder: str, threshold: float, split: str, samples: Sequence[Sample],
+                     **speed: Any) -> Cell:
+        """Aggregate samples into the reported figures (means of per-sample ratios, §5.4); `speed` sets
+        `batch_size`, `throughput`, `forwards_per_second`, `mbu` of the run that decoded them."""
         if not samples:
             raise ValueError("a cell needs at least one sample (a mean over nothing is not a number)")
         n = len(samples)
@@ -103,6 +117,7 @@ class Cell:
             tokens=tokens / n,
             tpf_total=tokens / sum(s.nfe for s in samples),
             tps_total=tokens / sum(s.seconds for s in samples),
+            **speed,
         )
 
     @property
@@ -115,7 +130,10 @@ class Cell:
         return f"{self.model}+{self.decoder}@{self.threshold:g}"
 
     def figures(self) -> dict[str, float]:
-        return {name: float(getattr(self, name)) for name in FIGURES}
+        """The figures of FIGURES, then those of SPEED_FIGURES that were measured."""
+        out = {name: float(getattr(self, name)) for name in FIGURES}
+        out.update({name: float(value) for name in SPEED_FIGURES if (value := getattr(self, name)) is not None})
+        return out
 
     def metrics(self) -> dict[str, float]:
         """This cell's figures under their MLflow / DVC keys."""
@@ -124,7 +142,7 @@ class Cell:
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
-        for optional in ("std", "seeds"):
+        for optional in ("std", "seeds", *SPEED_FIGURES):
             if data[optional] is None:
                 del data[optional]
         return data
@@ -154,6 +172,8 @@ class Headline:
     dmax: Cell | None = None
     tpf_ratio: float | None = None
     accuracy_delta_pp: float | None = None
+    # 95 % bootstrap interval of tpf_ratio over the test problems (`rules.ratio_interval`).
+    tpf_ratio_interval: tuple[float, float] | None = None
 
     def metrics(self) -> dict[str, float]:
         """`accuracy`, `tpf`, ... of the DMax cell, `baseline/...`, `tpf_ratio`, `accuracy_delta_pp` and
@@ -162,11 +182,14 @@ class Headline:
         for cell, prefix in ((self.dmax, ""), (self.baseline, "baseline/")):
             if cell is not None:
                 figures = cell.figures()
-                out.update({f"{prefix}{name}": figures[name] for name in HEADLINE_FIGURES})
+                out.update({f"{prefix}{name}": figures[name] for name in (*HEADLINE_FIGURES, "throughput")
+                            if name in figures})
         for name in ("tpf_ratio", "accuracy_delta_pp"):
             value = getattr(self, name)
             if value is not None:
                 out[name] = float(value)
+        if self.tpf_ratio_interval is not None:
+            out["tpf_ratio_low"], out["tpf_ratio_high"] = map(float, self.tpf_ratio_interval)
         return {k: v for k, v in out.items() if math.isfinite(v)}
 
     def to_json(self) -> dict[str, Any]:
@@ -181,6 +204,8 @@ class Headline:
         for role in ("baseline", "dmax"):
             if values.get(role) is not None:
                 values[role] = Cell.from_json(values[role])
+        if values.get("tpf_ratio_interval") is not None:
+            values["tpf_ratio_interval"] = tuple(values["tpf_ratio_interval"])
         return cls(**values)
 
 

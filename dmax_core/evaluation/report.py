@@ -75,9 +75,13 @@ def sweep_table(cells: Sequence[Cell], split: str = "test") -> str:
 def headline_text(headline: Headline) -> str:
     if not headline.valid:
         return f"**Headline not computed:** {headline.reason}"
+    interval = ""
+    if headline.tpf_ratio_interval is not None:
+        low, high = headline.tpf_ratio_interval
+        interval = f", 95 % bootstrap interval over the test problems {low:.2f}-{high:.2f}x"
     return (
         f"**TPF ratio DMax / baseline = {headline.tpf_ratio:.2f}x** "
-        f"(accuracy change {headline.accuracy_delta_pp:+.1f} pp)\n\n"
+        f"(accuracy change {headline.accuracy_delta_pp:+.1f} pp{interval})\n\n"
         f"- baseline: {_fmt_cell(headline.baseline)}\n"
         f"- DMax: {_fmt_cell(headline.dmax)}\n"
         f"- rule: {headline.reason}"

@@ -24,6 +24,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import torch
+
 from dmax_core.evaluation.records import Cell, Headline, select_cells
 
 # Accuracies are k / n fractions; 1e-9 pp is far below one sample at any n dmax evaluates, and far above
@@ -87,6 +89,24 @@ def compute_headline(cells: Sequence[Cell], tolerance_pp: float = 1.0, min_base_
         tpf_ratio=dmax.tpf / baseline.tpf,
         accuracy_delta_pp=100.0 * (dmax.accuracy - baseline.accuracy),
     )
+
+
+def ratio_interval(baseline_tpf: Sequence[float], dmax_tpf: Sequence[float], *, resamples: int = 2000,
+                   seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Bootstrap interval of mean(dmax TPF) / mean(baseline TPF) over the test problems.
+
+    Both cells decode the same problems, so problems are resampled in pairs (one draw of indices for both
+    sequences); the interval is the (1 - level) / 2 and (1 + level) / 2 percentiles of the resampled
+    ratios. It says how much the headline ratio depends on which problems the test split holds (at 100
+    problems one problem moves the baseline's threshold), not how a retrained model would do."""
+    if len(baseline_tpf) != len(dmax_tpf) or not baseline_tpf:
+        raise ValueError("the two cells must hold the same, non-empty set of problems")
+    base = torch.tensor(baseline_tpf, dtype=torch.float64)
+    dmax = torch.tensor(dmax_tpf, dtype=torch.float64)
+    draws = torch.randint(0, len(base), (resamples, len(base)), generator=torch.Generator().manual_seed(seed))
+    ratios = dmax[draws].mean(1) / base[draws].mean(1).clamp_min(1e-12)
+    low, high = torch.quantile(ratios, torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64))
+    return float(low), float(high)
 
 
 @dataclass(frozen=True)

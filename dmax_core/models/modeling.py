@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -27,8 +28,13 @@ from .configuration import LLaDA2MoeConfig
 from .kv_cache import KVCache
 from .serialization import load_model, save_model
 
+# No cache, one cache for the whole batch, or one cache per row (see LLaDA2MoeAttention.forward).
+Caches = KVCache | list[KVCache] | None
+
 # Sum of the chosen weights is divided by (sum + this) in the reference gate (§6.2).
 _ROUTER_NORM_EPS = 1e-20
+# Expert inputs are padded to a multiple of this many rows (see LLaDA2MoeSparseMoeBlock._dispatch).
+_EXPERT_ROW_MULTIPLE = 16
 
 
 # ====================================================================== building blocks
@@ -94,28 +100,49 @@ class LLaDA2MoeAttention(nn.Module):
         self.dense = nn.Linear(self.num_heads * self.head_dim, config.hidden_size, bias=config.use_bias)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor,
-                past: tuple[torch.Tensor, torch.Tensor] | None
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Returns (output [b, L, d], post-RoPE K [b, kv, L, hd], V [b, kv, L, hd]) of the new tokens."""
+                caches: Caches, layer_idx: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Returns (output [b, L, d], post-RoPE K [b, kv, L, hd], V [b, kv, L, hd]) of the new tokens.
+
+        `caches` is None (no cache), one `KVCache` holding the whole batch, or one cache per row (rows
+        whose cached lengths differ). Each new query attends every cached key and the new keys `mask`
+        allows ([L, L] or [b, 1, L, L], new x new). With one cache per row, rows of equal cached length
+        share one attention call, whose per-row result equals that of a batch of one."""
         b, length, _ = x.shape
         qkv = self.query_key_value(x).view(b, length, self.num_heads + 2 * self.num_kv_heads, self.head_dim)
         q, k, v = qkv.split([self.num_heads, self.num_kv_heads, self.num_kv_heads], dim=2)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         q = apply_partial_rope(self.query_layernorm(q), cos, sin)
         k = apply_partial_rope(self.key_layernorm(k), cos, sin)
-        keys, values = k, v
-        if past is not None:
-            keys, values = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
+        if isinstance(caches, list):
+            rows = [cache.extend(layer_idx, k[i:i + 1], v[i:i + 1]) for i, cache in enumerate(caches)]
+            by_length: dict[int, list[int]] = {}
+            for i, (keys, _) in enumerate(rows):
+                by_length.setdefault(keys.shape[2], []).append(i)
+            out = q.new_empty(q.shape)
+            for same in by_length.values():
+                index = torch.tensor(same, device=q.device)
+                out[index] = self._attend(q[index], torch.cat([rows[i][0] for i in same]),
+                                          torch.cat([rows[i][1] for i in same]),
+                                          mask[index] if mask.shape[0] > 1 else mask)
+        else:
+            keys, values = (k, v) if caches is None else caches.extend(layer_idx, k, v)
+            out = self._attend(q, keys, values, mask)
+        out = out.transpose(1, 2).reshape(b, length, self.num_heads * self.head_dim)
+        return self.dense(out), k, v
+
+    def _attend(self, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Exact attention of the new queries over [cached keys, new keys]; `mask` covers new x new."""
+        past = keys.shape[2] - q.shape[2]
+        if past:
+            visible = torch.ones(*mask.shape[:-1], past, dtype=torch.bool, device=mask.device)
+            mask = torch.cat([visible, mask], dim=-1)
         # GQA by explicit repeat: every SDPA backend then accepts the boolean mask (enable_gqa is
         # not supported by all of them with an arbitrary mask).
         groups = self.num_heads // self.num_kv_heads
         if groups > 1:
             keys = keys.repeat_interleave(groups, dim=1)
             values = values.repeat_interleave(groups, dim=1)
-        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask,
-                                             scale=1.0 / math.sqrt(self.head_dim))
-        out = out.transpose(1, 2).reshape(b, length, self.num_heads * self.head_dim)
-        return self.dense(out), k, v
+        return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=1.0 / math.sqrt(self.head_dim))
 
 
 class LLaDA2MoeMLP(nn.Module):
@@ -210,8 +237,16 @@ class LLaDA2MoeSparseMoeBlock(nn.Module):
         """Run each expert once on the tokens routed to it; weighted sum accumulated in fp32.
 
         A plain loop over the experts that received tokens: simple and exact, fine at tiny sizes.
+        Each expert's rows are padded with zeros to a multiple of `_EXPERT_ROW_MULTIPLE`, because a token's
+        output must not depend on how many other tokens (other rows of a batch) chose the same expert, and
+        on CPU it would: BLAS picks other kernels or thread splits for a few rows (measured with MKL: 1-3
+        rows with one thread, up to 11 with two), and vectorised elementwise ops (SiLU) round the tail of
+        a tensor whose size is not a multiple of their vector width differently. The matmuls and
+        activations of a block forward elsewhere have B = 32 rows per sequence. Only under
+        `torch.inference_mode` (decoding): training, where rows are never compared, keeps unpadded math.
         """
         top_k = topk_idx.shape[1]
+        batch_invariant = torch.is_inference_mode_enabled()  # decoding; training keeps its exact numerics
         flat_expert = topk_idx.reshape(-1)
         order = torch.argsort(flat_expert, stable=True)
         token_of = order // top_k  # slot j of the flattened [N, k] belongs to token j // k
@@ -223,7 +258,11 @@ class LLaDA2MoeSparseMoeBlock(nn.Module):
             if count == 0:
                 continue
             tokens = token_of[start:start + count]
-            y = self.experts[expert_idx](flat.index_select(0, tokens))
+            rows = flat.index_select(0, tokens)
+            padding = -count % _EXPERT_ROW_MULTIPLE if batch_invariant else 0
+            if padding:
+                rows = torch.cat([rows, rows.new_zeros(padding, rows.shape[1])])
+            y = self.experts[expert_idx](rows)[:count]
             out.index_add_(0, tokens, y.float() * weight_of[start:start + count, None])
             start += count
         return out.to(flat.dtype)
@@ -241,9 +280,8 @@ class LLaDA2MoeDecoderLayer(nn.Module):
                                else LLaDA2MoeMLP(config.hidden_size, config.intermediate_size))
 
     def forward(self, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor,
-                past: tuple[torch.Tensor, torch.Tensor] | None
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        attn, k, v = self.attention(self.input_layernorm(h), cos, sin, mask, past)
+                caches: Caches, layer_idx: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        attn, k, v = self.attention(self.input_layernorm(h), cos, sin, mask, caches, layer_idx)
         h = h + attn
         h = h + self.mlp(self.post_attention_layernorm(h))
         return h, k, v
@@ -338,16 +376,20 @@ class LLaDA2MoeForDiffusionLM(nn.Module):
         return KVCache(self._config.num_hidden_layers)
 
     def forward(self, input_ids: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None, *,
-                position_ids: torch.Tensor, attention_mask: torch.Tensor, kv_cache: KVCache | None = None,
-                cache_commit_length: int = 0) -> torch.Tensor:
+                position_ids: torch.Tensor, attention_mask: torch.Tensor,
+                kv_cache: KVCache | Sequence[KVCache] | None = None, cache_commit_length: int = 0) -> torch.Tensor:
         """Logits [b, L, vocab] (model dtype) for L new tokens.
 
         attention_mask: Bool, True = may attend, [L, L] (shared by the batch) or [b, 1, L, L],
         covering new x new tokens only. With `kv_cache`, every new query also attends to every
         cached position (a committed prefix, §3.1). A query row with nothing to attend is NaN:
         the mask builder must never produce one.
+        kv_cache: one `KVCache` holding the whole batch (every row the same cached length), or a
+        sequence of b single-row caches whose lengths may differ (batched decoding of prompts of different
+        lengths). With a sequence, attention runs row by row and every other op on the whole batch, so each
+        row's logits are exactly those of a batch of one (every op but attention treats rows independently).
         cache_commit_length = n appends the K/V of the first n new tokens of every layer to
-        `kv_cache` after the forward (prefill: n = L; cross-block commit: n = B).
+        the cache(s) after the forward (prefill: n = L; cross-block commit: n = B).
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("forward: pass exactly one of input_ids and inputs_embeds")
@@ -362,33 +404,37 @@ class LLaDA2MoeForDiffusionLM(nn.Module):
                                  f"got {tuple(inputs_embeds.shape)}")
             hidden = inputs_embeds.to(self.dtype)
         batch, length, _ = hidden.shape
-        past = 0 if kv_cache is None else kv_cache.length
         if not 0 <= cache_commit_length <= length:
             raise ValueError(f"forward: cache_commit_length must be in [0, {length}], "
                              f"got {cache_commit_length}")
         if cache_commit_length and kv_cache is None:
             raise ValueError("forward: cache_commit_length > 0 needs a kv_cache")
-        if kv_cache is not None and kv_cache.num_layers != self._config.num_hidden_layers:
-            raise ValueError(f"forward: kv_cache has {kv_cache.num_layers} layers, "
-                             f"the model {self._config.num_hidden_layers}")
-        if past:
-            cached_batch = kv_cache.keys[0].shape[0]  # type: ignore[union-attr]
-            if cached_batch != batch:
-                raise ValueError(f"forward: kv_cache batch {cached_batch} != input batch {batch}")
+        per_row = kv_cache is not None and not isinstance(kv_cache, KVCache)
+        caches: list[KVCache] = [] if kv_cache is None else list(kv_cache) if per_row else [kv_cache]
+        if per_row and len(caches) != batch:
+            raise ValueError(f"forward: {len(caches)} row caches for a batch of {batch}")
+        for cache in caches:
+            if cache.num_layers != self._config.num_hidden_layers:
+                raise ValueError(f"forward: kv_cache has {cache.num_layers} layers, "
+                                 f"the model {self._config.num_hidden_layers}")
+            expected = 1 if per_row else batch
+            if cache.length and cache.keys[0].shape[0] != expected:  # type: ignore[union-attr]
+                raise ValueError(f"forward: kv_cache batch {cache.keys[0].shape[0]} != {expected}")  # type: ignore[union-attr]
 
         positions = self._check_positions(position_ids, batch, length, hidden.device)
-        mask = self._full_mask(attention_mask, batch, length, past, hidden.device)
+        mask = self._new_token_mask(attention_mask, batch, length, hidden.device)
         cos, sin = rotary_cos_sin(positions, self._config.rotary_dim, self._config.rope_theta, hidden.dtype)
 
-        commits: list[tuple[torch.Tensor, torch.Tensor]] = []
+        layer_caches: Caches = caches if per_row else (caches[0] if caches else None)
+        written: list[tuple[torch.Tensor, torch.Tensor]] = []
         for layer_idx, layer in enumerate(self.model.layers):
-            layer_past = None if kv_cache is None else kv_cache.get(layer_idx)
-            hidden, k, v = layer(hidden, cos, sin, mask, layer_past)
-            if cache_commit_length:
-                commits.append((k[:, :, :cache_commit_length], v[:, :, :cache_commit_length]))
-        # Commit only after every layer ran, so a failing forward leaves the cache untouched.
-        for layer_idx, (k, v) in enumerate(commits):
-            kv_cache.append(layer_idx, k, v)  # type: ignore[union-attr]
+            hidden, k, v = layer(hidden, cos, sin, mask, layer_caches, layer_idx)
+            written.append((k, v))
+        # Commit only after every layer ran, so a failing forward leaves the committed prefix untouched.
+        if cache_commit_length:
+            for row, cache in enumerate(caches):
+                rows = slice(row, row + 1) if per_row else slice(None)
+                cache.commit(cache_commit_length, [(k[rows], v[rows]) for k, v in written])
         return self.lm_head(self.model.norm(hidden))
 
     @staticmethod
@@ -404,9 +450,8 @@ class LLaDA2MoeForDiffusionLM(nn.Module):
         return position_ids.to(device)
 
     @staticmethod
-    def _full_mask(attention_mask: torch.Tensor, batch: int, length: int, past: int,
-                   device: torch.device) -> torch.Tensor:
-        """[b|1, 1, L, past + L] boolean mask: all cached columns open, then the caller's new x new."""
+    def _new_token_mask(attention_mask: torch.Tensor, batch: int, length: int, device: torch.device) -> torch.Tensor:
+        """[b|1, 1, L, L] boolean mask over the new tokens (attention adds the cached columns, all open)."""
         if attention_mask.dtype != torch.bool:
             raise ValueError(f"forward: attention_mask must be boolean (True = attend), "
                              f"got {attention_mask.dtype}")
@@ -416,11 +461,7 @@ class LLaDA2MoeForDiffusionLM(nn.Module):
                 (1, 1, length, length), (batch, 1, length, length)):
             raise ValueError(f"forward: attention_mask must be [{length}, {length}] or "
                              f"[{batch}, 1, {length}, {length}], got {tuple(attention_mask.shape)}")
-        attention_mask = attention_mask.to(device)
-        if past:
-            prefix = torch.ones(attention_mask.shape[0], 1, length, past, dtype=torch.bool, device=device)
-            attention_mask = torch.cat([prefix, attention_mask], dim=-1)
-        return attention_mask
+        return attention_mask.to(device)
 
     # ------------------------------------------------------------------ save / load
     def save_pretrained(self, directory: str | os.PathLike[str]) -> Path:

@@ -16,12 +16,18 @@ from dmax_core.models import LLaDA2MoeConfig
 from dmax_core.tasks import GeneratedTask, Problem, Task, build_task
 from dmax_core.tokenizer import build_tokenizer, special_token_ids
 
+# torch's own default, read before any stage changes it, so an automatic choice can go back to it.
+DEFAULT_THREADS = torch.get_num_threads()
 
-def setup(cfg: DmaxConfig) -> None:
-    """Seed torch's global RNG and set the thread count, the same way at the start of every stage."""
+
+def setup(cfg: DmaxConfig, kind: str, batch_size: int | None = None) -> None:
+    """Seed torch's global RNG and set the thread count of this kind of stage (`train` or `decode`, with
+    the decode batch size; `config.ThreadsConfig`), the same way at the start of every stage."""
     torch.manual_seed(cfg.seed)
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
+    threads = getattr(cfg.threads, kind)
+    if threads is None and kind == "decode" and batch_size == 1:
+        threads = 1  # batch-1 decoding is as fast on one thread idle, and 4x faster beside a busy process
+    torch.set_num_threads(threads or DEFAULT_THREADS)
 
 
 def task_of(cfg: DmaxConfig) -> Task:

@@ -24,7 +24,7 @@ from dmax_core.trajectories import write_trajectories
 def distill(cfg: DmaxConfig, logger: MetricLogger) -> StageResult:
     """Decode `distill.n_prompts` training prompts with the base model -> `trajectories/`."""
     layout = RunLayout.of(cfg)
-    setup(cfg)
+    setup(cfg, "decode", cfg.distill.batch_size)
     model, tokenizer = load_bundle(layout.path(BASE))
     task = task_of(cfg)
     problems = task_splits(cfg, task)["train"][: cfg.distill.n_prompts]
@@ -38,18 +38,20 @@ def distill(cfg: DmaxConfig, logger: MetricLogger) -> StageResult:
         bar.update(1)
         bar.set_postfix(acc=f"{done['correct'] / done['samples']:.3f}", tpf=f"{sample.tpf:.2f}")
 
-    samples = decode_problems(
+    run = decode_problems(
         model, tokenizer, task, problems, policy, gen_length=cfg.distill.gen_length,
-        block_length=cfg.block_length, max_forwards_per_block=cfg.decoding.max_forwards_per_block,
-        on_sample=progress,
+        block_length=cfg.block_length, batch_size=cfg.distill.batch_size,
+        max_forwards_per_block=cfg.decoding.max_forwards_per_block, on_sample=progress,
     )
     bar.close()
+    samples = run.samples
     rows = [s for s in samples if cfg.distill.keep_incorrect or s.correct]
     if not rows:
         raise DataError("distillation produced no usable trajectories (all answers were filtered out)")
     # How well and how fast the teacher answered, as one evaluation cell on the prompts it was given.
-    teacher = Cell.from_samples("base", cfg.distill.decoder, cfg.distill.threshold, "train", samples)
-    figures = {name: teacher.figures()[name] for name in ("accuracy", "tpf", "nfe", "tokens")}
+    teacher = Cell.from_samples("base", cfg.distill.decoder, cfg.distill.threshold, "train", samples,
+                                batch_size=run.batch_size, throughput=run.throughput)
+    figures = {name: teacher.figures()[name] for name in ("accuracy", "tpf", "nfe", "tokens", "throughput")}
     digest = write_trajectories(layout.path(TRAJECTORIES), rows, {
         "teacher": {"decoder": cfg.distill.decoder, "threshold": cfg.distill.threshold, **figures},
     })

@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import nullcontext
+from dataclasses import replace
 
 from tqdm.auto import tqdm
 
 from dmax_core.bundle import load_bundle
 from dmax_core.config import DmaxConfig
 from dmax_core.decoding import build_policy
-from dmax_core.env import environment_info
+from dmax_core.env import device_name, environment_info
 from dmax_core.evaluation.records import Cell, Evaluation
-from dmax_core.evaluation.rules import compute_headline
+from dmax_core.evaluation.rules import compute_headline, ratio_interval
 from dmax_core.evaluation.runner import decode_problems
+from dmax_core.evaluation.speed import RoutingMonitor, bytes_per_forward, mbu, peak_bandwidth
 from dmax_core.files import atomic_directory, atomic_write_text, checksums_digest
 from dmax_core.metric_logger import MetricLogger
 from dmax_core.results import StageResult
@@ -26,10 +29,15 @@ from dmax_core.stages.common import setup, task_of, task_splits
 from dmax_core.stages.layout import EVAL, METRICS_FILE, SAMPLES_FILE, RunLayout
 
 
+def dtype_name(loaded: dict[str, tuple]) -> str:
+    """The weight dtype(s) of the loaded models, as the setting names them (`float32`, `bfloat16`)."""
+    return ", ".join(sorted({str(model.dtype).removeprefix("torch.") for model, _ in loaded.values()}))
+
+
 def evaluate(cfg: DmaxConfig, logger: MetricLogger) -> StageResult:
     """Measure every cell of the grid, apply the headline rule, write `eval/`."""
     layout = RunLayout.of(cfg)
-    setup(cfg)
+    setup(cfg, "decode", cfg.evaluate.batch_size)
     ev = cfg.evaluate
     task = task_of(cfg)
     splits = task_splits(cfg, task)
@@ -43,32 +51,50 @@ def evaluate(cfg: DmaxConfig, logger: MetricLogger) -> StageResult:
     if "dmax" in ev.models and "spd" in ev.decoders:  # validation only chooses the DMax threshold
         plan += [("dmax", "spd", t, "validation") for t in ev.thresholds]
     cells: list[Cell] = []
+    samples_of: dict[tuple, list] = {}  # cell key -> its samples, for the headline's interval
     kept_samples: list[dict] = []
+    device = device_name()
+    measure_bandwidth = peak_bandwidth(device) is not None  # MBU where the device's peak is known (GPUs)
     bar = tqdm(plan, desc="evaluate", dynamic_ncols=True)
     for model_name, decoder, threshold, split in bar:
         model, tokenizer = loaded[model_name]
-        samples = decode_problems(
-            model, tokenizer, task, problems[split], build_policy(decoder, threshold, cfg.decoding.knobs(decoder)),
-            gen_length=ev.gen_length, block_length=cfg.block_length,
-            max_forwards_per_block=cfg.decoding.max_forwards_per_block,
-        )
-        cell = Cell.from_samples(model_name, decoder, threshold, split, samples)
+        routing = RoutingMonitor()
+        with routing.attach(model) if measure_bandwidth else nullcontext():
+            run = decode_problems(
+                model, tokenizer, task, problems[split],
+                build_policy(decoder, threshold, cfg.decoding.knobs(decoder)), gen_length=ev.gen_length,
+                block_length=cfg.block_length, batch_size=ev.batch_size,
+                max_forwards_per_block=cfg.decoding.max_forwards_per_block,
+            )
+        samples = run.samples
+        utilisation = (mbu(bytes_per_forward(model, routing.mean_experts()), run.forwards_per_second, device)
+                       if measure_bandwidth else None)
+        cell = Cell.from_samples(model_name, decoder, threshold, split, samples, batch_size=run.batch_size,
+                                 throughput=run.throughput, forwards_per_second=run.forwards_per_second,
+                                 mbu=utilisation)
         cells.append(cell)
+        samples_of[cell.key] = samples
         bar.set_postfix(cell=cell.label, acc=f"{cell.accuracy:.3f}", tpf=f"{cell.tpf:.2f}")
         logger.log_metrics(cell.metrics())
         key = {"model": model_name, "decoder": decoder, "threshold": threshold, "split": split}
         kept_samples += [{**key, **vars(s)} for s in samples[: ev.samples_to_keep]]
 
     env = environment_info()
+    headline = compute_headline(cells, cfg.report.accuracy_tolerance_pp, cfg.report.min_base_accuracy)
+    if headline.valid:
+        headline = replace(headline, tpf_ratio_interval=ratio_interval(
+            [s.tpf for s in samples_of[headline.baseline.key]], [s.tpf for s in samples_of[headline.dmax.key]],
+            seed=cfg.seed))
     evaluation = Evaluation(
         cells=tuple(cells),
-        headline=compute_headline(cells, cfg.report.accuracy_tolerance_pp, cfg.report.min_base_accuracy),
+        headline=headline,
         settings={
             "preset": cfg.preset, "block_length": cfg.block_length, "gen_length": ev.gen_length,
-            "n_test": len(problems["test"]), "n_validation": len(problems["validation"]), "batch_size": 1,
-            "decoding": cfg.decoding.model_dump(mode="json"), **env,
-            "setting": f"batch 1, {env['device']}, {env['threads']} threads, block {cfg.block_length}, "
-                       f"gen {ev.gen_length}, fp32",
+            "n_test": len(problems["test"]), "n_validation": len(problems["validation"]),
+            "batch_size": ev.batch_size, "dtype": dtype_name(loaded), "decoding": cfg.decoding.model_dump(mode="json"),
+            **env,
+            "setting": f"batch {ev.batch_size}, {env['device']}, {env['threads']} threads, block {cfg.block_length}, "
+                       f"gen {ev.gen_length}, {dtype_name(loaded)}",
             "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S"),
         },
     )

@@ -21,7 +21,7 @@ from dmax_core.training import encode_conversations, train_model
 def pretrain(cfg: DmaxConfig, logger: MetricLogger) -> StageResult:
     """Train the base model on the task's training split -> `base/` (model, tokenizer, provenance)."""
     layout = RunLayout.of(cfg)
-    setup(cfg)
+    setup(cfg, "train")
     task = task_of(cfg)
     splits = task_splits(cfg, task)
     tokenizer = task_tokenizer(cfg, task)

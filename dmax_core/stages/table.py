@@ -31,7 +31,7 @@ from dmax_core.stages.train import train
 SHARED_PARAMS: tuple[str, ...] = ("seed", "block_length")
 # Config values that say which run a stage belongs to and how it ran, not what it computes: every MLflow
 # stage run carries them beside its parameter groups, DVC does not track them.
-RUN_IDENTITY: tuple[str, ...] = ("preset", "run_dir", "num_threads")
+RUN_IDENTITY: tuple[str, ...] = ("preset", "run_dir", "threads")
 # Code every stage runs (DVC deps of each stage, besides its own).
 SHARED_CODE: tuple[str, ...] = ("dmax_core/stages/common.py", "dmax_core/stages/layout.py", "dmax_core/bundle.py",
                                 "dmax_core/files.py")

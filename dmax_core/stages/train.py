@@ -22,7 +22,7 @@ def train(cfg: DmaxConfig, logger: MetricLogger) -> StageResult:
     """Train `train.objective` on `trajectories/` from `base/` -> `dmax/` (oput) or `control/` (sft)."""
     layout = RunLayout.of(cfg)
     objective = cfg.train.objective
-    setup(cfg)
+    setup(cfg, "train")
     trajectories = load_trajectories(layout.path(TRAJECTORIES))
     model, tokenizer = load_bundle(layout.path(BASE))
     data = duplicate_for_oput(
