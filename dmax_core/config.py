@@ -78,11 +78,15 @@ class DecodingConfig(BaseModel):
 
     A policy's `threshold` is not set here: evaluation sweeps it (`evaluate.thresholds`) and distillation
     sets it (`distill.threshold`). Every other knob of every policy is, with its default filled in.
-    `max_forwards_per_block` caps forwards per block in the frame (default: the block length).
+    `max_forwards_per_block` caps forwards per block in the frame (default: the block length); `compile`
+    compiles the block step (`decoding.frame.generate_batch(compiled=True)`).
     """
 
     model_config = ConfigDict(extra="allow", validate_assignment=True)
     max_forwards_per_block: int | None = Field(None, ge=1)
+    # Block forwards through torch.compile over a fixed-shape cache, one row at a time (batch_size 1):
+    # for batch-1 speed on GPUs; results equal the eager path up to float rounding.
+    compile: bool = False
 
     @model_validator(mode="after")
     def _policy_knobs(self) -> DecodingConfig:
@@ -269,6 +273,13 @@ class DmaxConfig(_Strict):
     train: TrainConfig = TrainConfig(objective="oput", epochs=1.0)
     evaluate: EvaluateConfig = EvaluateConfig()
     report: ReportConfig = ReportConfig()
+
+    @model_validator(mode="after")
+    def _compile_decodes_one_row_at_a_time(self) -> DmaxConfig:
+        if self.decoding.compile and (self.distill.batch_size != 1 or self.evaluate.batch_size != 1):
+            raise ValueError("decoding.compile decodes one row at a time: set distill.batch_size=1 and "
+                             "evaluate.batch_size=1 (or turn compile off to batch)")
+        return self
 
     @model_validator(mode="after")
     def _frame_cap_admits_the_policies(self) -> DmaxConfig:

@@ -7,9 +7,14 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# Triton kernels run in Triton's interpreter on CPU tensors when there is no GPU; the variable is read when
+# a kernel is defined, so it is set before any dmax module (which may define one) is imported.
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest
-import torch
 
 from dmax_core.config import load_config
 from dmax_core.tasks.running_total import generate_problems, vocabulary

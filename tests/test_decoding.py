@@ -21,11 +21,11 @@ from toy_models import (
 )
 
 from dmax_core.decoding import POLICIES, BlockPolicy, SPDPolicy, ThresholdPolicy, TokenEmbedder, build_policy, generate
-from dmax_core.decoding.policy import greedy_tokens
 from dmax_core.diffusion import block_causal_mask
 from dmax_core.errors import DecodingError
 from dmax_core.evaluation.records import Cell, Sample
 from dmax_core.kernels.soft_embedding import soft_embedding, soft_embedding_topk
+from dmax_core.kernels.spd_step import greedy_tokens
 
 
 @pytest.fixture(autouse=True, scope="module")

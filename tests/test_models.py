@@ -213,6 +213,46 @@ def test_forward_matches_naive_reference():
         torch.testing.assert_close(logits[b].double(), expected, atol=2e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("packed", [False, True])
+def test_grouped_moe_dispatch_matches_the_naive_reference_and_the_loop(packed):
+    """No per-expert loop and no host sync (the batched fallback here on CPU): the same logits as the
+    float64 reference and, to rounding, as the loop; packing the experts keeps names and values."""
+    model = tiny_model(seed=3)
+    gen = torch.Generator().manual_seed(7)
+    ids = torch.randint(0, 48, (2, 12), generator=gen)
+    positions = torch.arange(5, 17)
+    mask = block_causal(positions, 4)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    if packed:
+        model.pack_experts()
+        gate_w = model.model.layers[1].mlp.experts[0].gate_proj.weight
+        assert gate_w.untyped_storage().nbytes() == 8 * gate_w.numel() * 4  # one stack for all 8 experts
+    assert {k: v.shape for k, v in model.state_dict().items()} == {k: v.shape for k, v in before.items()}
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
+    with torch.no_grad():
+        model.set_moe_dispatch("loop")
+        loop = model(ids, position_ids=positions, attention_mask=mask)
+        model.set_moe_dispatch("grouped")
+        grouped = model(ids, position_ids=positions, attention_mask=mask)
+    torch.testing.assert_close(grouped, loop, atol=2e-5, rtol=1e-5)
+    for b in range(2):
+        torch.testing.assert_close(grouped[b].double(), naive_forward(model, ids[b], positions, mask),
+                                   atol=2e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="dispatch"):
+        model.set_moe_dispatch("einsum")
+
+
+def test_packed_experts_save_and_load_under_the_per_expert_names(tmp_path):
+    model = tiny_model(seed=15)
+    model.pack_experts()
+    target = model.save_pretrained(tmp_path / "m")
+    names = set(load_file(str(target / "model.safetensors")))
+    assert "model.layers.1.mlp.experts.7.down_proj.weight" in names
+    assert not any(n.endswith(("experts.gate_proj", "experts.down_proj")) for n in names)
+    loaded = LLaDA2MoeForDiffusionLM.from_pretrained(target)
+    torch.testing.assert_close(_logits(loaded), _logits(model), atol=0, rtol=0)
+
+
 def test_dense_only_model_matches_naive_reference():
     model = tiny_model(seed=4, num_experts=0, num_hidden_layers=2)
     assert not any(".experts." in name for name in model.state_dict())

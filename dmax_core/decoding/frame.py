@@ -33,7 +33,7 @@ from torch import Tensor
 from dmax_core.decoding.policy import BlockPolicy, TokenEmbedder
 from dmax_core.diffusion import block_causal_mask
 from dmax_core.errors import DecodingError
-from dmax_core.models.kv_cache import KVCache
+from dmax_core.models.kv_cache import KVCache, StaticKVCache
 from dmax_core.registry import check_int
 
 INPUT_PREFILL = "prefill"
@@ -174,6 +174,7 @@ def generate_batch(
     max_forwards_per_block: int | None = None,
     on_forward: Callable[[ForwardInfo], None] | None = None,
     on_finish: Callable[[int, DecodeResult], None] | None = None,
+    compiled: bool = False,
 ) -> list[DecodeResult]:
     """Decode every prompt as `generate` would, at most `max_batch` rows at a time (default: all).
 
@@ -182,6 +183,11 @@ def generate_batch(
     prefill to its last forward (module docstring). Prompts may differ in length. `on_forward` is called
     after every model forward (batched or not) with its `ForwardInfo`, for speed accounting; `on_finish`
     with (row index, result) as soon as a row is done, for progress bars.
+
+    `compiled=True` runs every block forward through `torch.compile` over a fixed-shape cache
+    (`StaticKVCache`: 3 graphs, for B ids, B embeddings and the 2B cross-block commit), one row at a time
+    (`max_batch` must be 1): the batch-1 setting in which the paper measures speed, on GPUs. Attention
+    then spans the whole preallocated cache with a mask, equal to the exact path up to float rounding.
     """
     gen_length = check_int("gen_length", gen_length, 1)
     block_length = check_int("block_length", block_length, 1)
@@ -201,7 +207,9 @@ def generate_batch(
             raise ValueError("prompt_ids must not contain the MASK token")
     caps = [max(block_length, p.forward_limit(block_length) or block_length) if max_forwards_per_block is None
             else check_int("max_forwards_per_block", max_forwards_per_block, 1) for p in policies]
-    frame = _Frame(model, block_length, gen_length, use_cache, record_trace, callback, on_forward)
+    if compiled and (slots != 1 or not use_cache):
+        raise ValueError("compiled decoding runs one row at a time with a cache: max_batch=1, use_cache=True")
+    frame = _Frame(model, block_length, gen_length, use_cache, record_trace, callback, on_forward, compiled)
     with torch.inference_mode():
         return frame.run(prompts, policies, caps, slots, on_finish)
 
@@ -252,9 +260,12 @@ class _Frame:
 
     def __init__(self, model: Any, block_length: int, gen_length: int, use_cache: bool, record_trace: bool,
                  callback: Callable[[StepRecord], None] | None,
-                 on_forward: Callable[[ForwardInfo], None] | None) -> None:
+                 on_forward: Callable[[ForwardInfo], None] | None, compiled: bool = False) -> None:
         self.model = model
         self.on_forward = on_forward
+        self.compiled = compiled
+        # One compiled forward for the fixed-shape block steps (its graphs are cached by shape).
+        self.block_forward = compiled_forward(model) if compiled else model.forward
         self.b = block_length
         self.gen_length = gen_length
         self.use_cache = use_cache
@@ -295,7 +306,15 @@ class _Frame:
         x = torch.full((total,), self.mask_id, dtype=torch.long, device=self.device)
         x[:prompt_length] = prompt.to(self.device)
         # Preallocated to the row's final length: a forward writes its keys in place, nothing is copied.
-        cache = KVCache(self.model.config.num_hidden_layers, capacity=total) if self.use_cache else None
+        cache: KVCache | StaticKVCache | None = None
+        if self.compiled:
+            # Capacity rounded up to a multiple of 128 positions, so few distinct shapes get compiled.
+            cfg = self.model.config
+            capacity = math.ceil(total / 128) * 128
+            cache = StaticKVCache(cfg.num_hidden_layers, capacity, cfg.num_key_value_heads, cfg.head_dim,
+                                  self.model.dtype, self.device)
+        elif self.use_cache:
+            cache = KVCache(self.model.config.num_hidden_layers, capacity=total)
         return _Row(index, policy, cap, prompt_length, x, cache, time.perf_counter())
 
     def _prefill(self, rows: list[_Row]) -> None:
@@ -307,11 +326,15 @@ class _Frame:
             if s0 > 0:
                 if self.use_cache:
                     positions = torch.arange(s0, device=self.device)
-                    self._model(
-                        INPUT_PREFILL, input_ids=torch.stack([r.x[:s0] for r in group]), position_ids=positions,
-                        attention_mask=block_causal_mask(positions, self.b), kv_cache=[r.cache for r in group],
-                        cache_commit_length=s0,
-                    )
+                    # A static cache takes one row per forward; the prefill runs eagerly (its shape is the prompt's).
+                    batches = [[r] for r in group] if self.compiled else [group]
+                    for rows in batches:
+                        self._model(
+                            INPUT_PREFILL, input_ids=torch.stack([r.x[:s0] for r in rows]), position_ids=positions,
+                            attention_mask=block_causal_mask(positions, self.b),
+                            kv_cache=rows[0].cache if self.compiled else [r.cache for r in rows],
+                            cache_commit_length=s0,
+                        )
                 for row in group:
                     _check_cache_length(row.cache, s0)
                     row.nfe += 1
@@ -325,7 +348,12 @@ class _Frame:
         for row in live:
             groups.setdefault(row.kind, []).append(row)
         for kind, group in groups.items():
-            logits = self._forward(kind, group) if self.use_cache else [self._uncached(kind, r) for r in group]
+            if not self.use_cache:
+                logits = [self._uncached(kind, r) for r in group]
+            elif self.compiled:
+                logits = [self._forward(kind, [r])[0] for r in group]
+            else:
+                logits = self._forward(kind, group)
             for row, row_logits in zip(group, logits, strict=True):
                 self._advance(row, kind, row_logits)
 
@@ -333,12 +361,12 @@ class _Frame:
     def _forward(self, kind: str, rows: list[_Row]) -> list[Tensor]:
         """Block logits [B, V] per row, from one forward for all `rows`."""
         b = self.b
-        caches = [r.cache for r in rows]
+        caches = rows[0].cache if self.compiled else [r.cache for r in rows]
         if kind == INPUT_IDS_COMMIT:
             # §3.1 / §4.2 step 1: [finished block, new block] in one forward; the finished block's K/V
             # (hard final ids, block-causal) go into the cache, the new block's logits are its step 1.
             logits = self._model(
-                kind, input_ids=torch.stack([torch.cat([r.x[r.s - b : r.s], r.block_ids]) for r in rows]),
+                kind, block=True, input_ids=torch.stack([torch.cat([r.x[r.s - b : r.s], r.block_ids]) for r in rows]),
                 position_ids=torch.stack([torch.arange(r.s - b, r.s + b, device=self.device) for r in rows]),
                 attention_mask=self.commit_mask, kv_cache=caches, cache_commit_length=b,
             )
@@ -348,7 +376,7 @@ class _Frame:
         inputs = ({"inputs_embeds": torch.stack([r.embeds for r in rows])} if kind == INPUT_EMBEDS
                   else {"input_ids": torch.stack([r.block_ids for r in rows])})
         logits = self._model(
-            kind, **inputs,
+            kind, block=True, **inputs,
             position_ids=torch.stack([torch.arange(r.s, r.s + b, device=self.device) for r in rows]),
             attention_mask=self.block_mask, kv_cache=caches,
             cache_commit_length=0,  # decoding steps never write the cache (§4.2 step 1)
@@ -368,9 +396,10 @@ class _Frame:
             logits = self._model(kind, input_ids=ids[None], position_ids=positions, attention_mask=mask)
         return logits[0, s:]
 
-    def _model(self, kind: str, **inputs: Any) -> Tensor:
-        """`model.forward` (the frame's only call site), reported to `on_forward`."""
-        logits = self.model.forward(**inputs)
+    def _model(self, kind: str, block: bool = False, **inputs: Any) -> Tensor:
+        """`model.forward` (the frame's only call site; compiled for block steps when asked), reported to
+        `on_forward`."""
+        logits = (self.block_forward if block else self.model.forward)(**inputs)
         if self.on_forward is not None:
             fed = inputs["input_ids"] if "input_ids" in inputs else inputs["inputs_embeds"]
             self.on_forward(ForwardInfo(kind, int(fed.shape[0]), int(fed.shape[1])))
@@ -445,6 +474,15 @@ class _Frame:
         )
 
 
-def _check_cache_length(cache: KVCache | None, expected: int) -> None:
+def compiled_forward(model: Any) -> Callable[..., Tensor]:
+    """`torch.compile(model.forward)`, one per model (its graphs are reused across calls)."""
+    compiled = getattr(model, "_dmax_compiled_forward", None)
+    if compiled is None:
+        compiled = torch.compile(model.forward, dynamic=False)
+        model._dmax_compiled_forward = compiled
+    return compiled
+
+
+def _check_cache_length(cache: KVCache | StaticKVCache | None, expected: int) -> None:
     if cache is not None and cache.length != expected:
         raise RuntimeError(f"KV cache holds {cache.length} positions, expected {expected}")

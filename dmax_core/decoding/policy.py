@@ -45,17 +45,20 @@ class TokenEmbedder:
     """
 
     def __init__(
-        self, embed_fn: Callable[[Tensor], Tensor], mask_token_id: int, device: torch.device | str = "cpu"
+        self, embed_fn: Callable[[Tensor], Tensor], mask_token_id: int, device: torch.device | str = "cpu",
+        table: Tensor | None = None,
     ) -> None:
         self._embed_fn = embed_fn
         self.mask_token_id = int(mask_token_id)
         self.device = torch.device(device)
+        self.table = table  # the embedding matrix [V, d] when the model exposes it (fused SPD kernel)
         self._mask_embedding: Tensor | None = None
 
     @classmethod
     def from_model(cls, model: Any, device: torch.device | str = "cpu") -> TokenEmbedder:
         """Wrap `model.embed` (which takes [b, L] ids) as a Long[n] -> [n, d] function."""
-        return cls(lambda ids: model.embed(ids[None])[0], model.mask_token_id, device)
+        return cls(lambda ids: model.embed(ids[None])[0], model.mask_token_id, device,
+                   getattr(model, "embedding_table", None))
 
     def __call__(self, ids: Tensor) -> Tensor:
         """E[ids] for Long[n] ids, shape [n, d], in the model's dtype."""
@@ -84,22 +87,6 @@ class PolicyStep:
     done: bool
     stop_reason: str | None
     next_inputs_embeds: Tensor | None = None
-
-
-def greedy_tokens(logits: Tensor, mask_token_id: int) -> tuple[Tensor, Tensor]:
-    """Greedy argmax and its probability, with MASK excluded (module docstring, §7.10 deviation).
-
-    Args:
-        logits: [B, V] block logits, any dtype.
-        mask_token_id: the id that may never be chosen.
-
-    Returns:
-        (tokens Long[B], confidence fp32[B]).
-    """
-    probs = torch.softmax(logits.float(), dim=-1)  # §3.1 step 2: probabilities in fp32
-    probs[:, mask_token_id] = 0.0  # deviation (§7.10): MASK is never a prediction
-    confidence, tokens = probs.max(dim=-1)
-    return tokens, confidence
 
 
 class BlockPolicy(ABC):

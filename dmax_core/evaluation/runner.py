@@ -54,6 +54,7 @@ def decode_problems(
     block_length: int,
     batch_size: int = 1,
     max_forwards_per_block: int | None = None,
+    compiled: bool = False,
     on_sample: Callable[[Sample], None] | None = None,
     on_forward: Callable[[ForwardInfo], None] | None = None,
 ) -> DecodeRun:
@@ -82,6 +83,7 @@ def decode_problems(
     generate_batch(
         model, prompts, [copy.deepcopy(policy) for _ in prompts], gen_length=gen_length, block_length=block_length,
         max_batch=batch_size, max_forwards_per_block=max_forwards_per_block, on_forward=counted, on_finish=finished,
+        compiled=compiled,
     )
     if torch.cuda.is_available():
         torch.cuda.synchronize()

@@ -56,7 +56,7 @@ class RoutingMonitor:
 
     @contextmanager
     def attach(self, model: torch.nn.Module) -> Iterator[RoutingMonitor]:
-        from dmax_core.models.modeling import LLaDA2MoeSparseMoeBlock, route_tokens
+        from dmax_core.models.moe import LLaDA2MoeSparseMoeBlock, route_tokens
 
         blocks = [m for m in model.modules() if isinstance(m, LLaDA2MoeSparseMoeBlock)]
         current: list[int] = []
@@ -91,7 +91,7 @@ def bytes_per_forward(model: torch.nn.Module, experts_per_layer: list[float] | N
     """Weight bytes one forward reads: every parameter outside routed experts (the embedding table only
     for the `tokens` rows looked up), plus, per MoE layer, `experts_per_layer` experts (all of them when
     None). KV-cache reads are left out: at block 32 they are far smaller than the weights."""
-    from dmax_core.models.modeling import LLaDA2MoeSparseMoeBlock
+    from dmax_core.models.moe import LLaDA2MoeSparseMoeBlock
 
     total = 0.0
     expert_bytes: list[float] = []

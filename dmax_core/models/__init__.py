@@ -6,6 +6,7 @@ imports or registers with transformers.
 
 from .configuration import LLaDA2MoeConfig
 from .kv_cache import KVCache
-from .modeling import LLaDA2MoeForDiffusionLM, route_tokens
+from .modeling import LLaDA2MoeForDiffusionLM
+from .moe import route_tokens
 
 __all__ = ["KVCache", "LLaDA2MoeConfig", "LLaDA2MoeForDiffusionLM", "route_tokens"]

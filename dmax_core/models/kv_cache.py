@@ -130,3 +130,54 @@ class KVCache:
                 else:
                     self.keys[i], self.values[i] = k[:, :, :length].clone(), v[:, :, :length].clone()
         self._length = length
+
+
+class StaticKVCache:
+    """A batch-of-one prefix cache whose every tensor has a fixed shape, so that a block forward over it
+    can be captured once by `torch.compile` or a CUDA graph (spec §4.5: the official code compiles the
+    32- and 64-token shapes).
+
+    Buffers are [1, kv_heads, capacity, head_dim] per layer; the committed length is a 0-d tensor; a
+    forward writes its new keys at [length, length + L) (`index_copy_`, no Python branching on data) and
+    attends over the whole buffer with a mask that opens the committed prefix and the new keys by the
+    caller's rule. Positions past them are masked (weight exactly 0), so this equals exact attention up
+    to float rounding (the softmax runs over a longer, zero-weighted row).
+    """
+
+    def __init__(self, num_layers: int, capacity: int, kv_heads: int, head_dim: int,
+                 dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> None:
+        shape = (1, kv_heads, capacity, head_dim)
+        self.capacity = capacity
+        self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
+        self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
+        self.length_tensor = torch.zeros((), dtype=torch.long, device=device)
+        self.positions = torch.arange(capacity, device=device)
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.keys)
+
+    @property
+    def length(self) -> int:
+        return int(self.length_tensor)
+
+    def extend(self, layer_idx: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write the new K/V after the committed prefix; return the whole buffers."""
+        index = self.length_tensor + self.positions[: k.shape[2]]
+        self.keys[layer_idx].index_copy_(2, index, k.to(self.keys[layer_idx].dtype))
+        self.values[layer_idx].index_copy_(2, index, v.to(self.values[layer_idx].dtype))
+        return self.keys[layer_idx], self.values[layer_idx]
+
+    def attention_mask(self, new_mask: torch.Tensor) -> torch.Tensor:
+        """[1, 1, L, capacity]: the committed prefix, and the new keys as `new_mask` ([L, L] or
+        [1, 1, L, L], new x new) allows; everything after them closed."""
+        new_mask = new_mask.reshape(new_mask.shape[-2], new_mask.shape[-1])
+        length = new_mask.shape[-1]
+        relative = self.positions - self.length_tensor  # key index relative to the first new key
+        inside = (relative >= 0) & (relative < length)
+        opened = new_mask[:, relative.clamp(0, length - 1)] & inside  # [L, capacity]
+        return ((self.positions < self.length_tensor) | opened)[None, None]
+
+    def commit(self, n: int, layers_written: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> None:
+        """The first `n` keys of the last forward join the prefix (they were written by `extend`)."""
+        self.length_tensor += n

@@ -25,16 +25,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from .configuration import LLaDA2MoeConfig
-from .kv_cache import KVCache
+from .kv_cache import KVCache, StaticKVCache
+from .moe import LLaDA2MoeGate, LLaDA2MoeMLP, LLaDA2MoeSparseMoeBlock
 from .serialization import load_model, save_model
 
-# No cache, one cache for the whole batch, or one cache per row (see LLaDA2MoeAttention.forward).
-Caches = KVCache | list[KVCache] | None
+# No cache, one cache for the whole batch, one cache per row, or a fixed-shape cache (LLaDA2MoeAttention).
+Caches = KVCache | StaticKVCache | list[KVCache] | None
 
-# Sum of the chosen weights is divided by (sum + this) in the reference gate (§6.2).
-_ROUTER_NORM_EPS = 1e-20
-# Expert inputs are padded to a multiple of this many rows (see LLaDA2MoeSparseMoeBlock._dispatch).
-_EXPERT_ROW_MULTIPLE = 16
 
 
 # ====================================================================== building blocks
@@ -124,6 +121,9 @@ class LLaDA2MoeAttention(nn.Module):
                 out[index] = self._attend(q[index], torch.cat([rows[i][0] for i in same]),
                                           torch.cat([rows[i][1] for i in same]),
                                           mask[index] if mask.shape[0] > 1 else mask)
+        elif isinstance(caches, StaticKVCache):  # fixed shapes: the whole buffer, masked (torch.compile)
+            keys, values = caches.extend(layer_idx, k, v)
+            out = self._sdpa(q, keys, values, caches.attention_mask(mask))
         else:
             keys, values = (k, v) if caches is None else caches.extend(layer_idx, k, v)
             out = self._attend(q, keys, values, mask)
@@ -136,6 +136,9 @@ class LLaDA2MoeAttention(nn.Module):
         if past:
             visible = torch.ones(*mask.shape[:-1], past, dtype=torch.bool, device=mask.device)
             mask = torch.cat([visible, mask], dim=-1)
+        return self._sdpa(q, keys, values, mask)
+
+    def _sdpa(self, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         # GQA by explicit repeat: every SDPA backend then accepts the boolean mask (enable_gqa is
         # not supported by all of them with an arbitrary mask).
         groups = self.num_heads // self.num_kv_heads
@@ -143,129 +146,6 @@ class LLaDA2MoeAttention(nn.Module):
             keys = keys.repeat_interleave(groups, dim=1)
             values = values.repeat_interleave(groups, dim=1)
         return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=1.0 / math.sqrt(self.head_dim))
-
-
-class LLaDA2MoeMLP(nn.Module):
-    """SwiGLU FFN: down(silu(gate(x)) * up(x)). Dense layers, routed and shared experts (§6.2)."""
-
-    def __init__(self, hidden_size: int, intermediate_size: int) -> None:
-        super().__init__()
-        self.gate_proj = nn.Linear(hidden_size, intermediate_size, bias=False)
-        self.up_proj = nn.Linear(hidden_size, intermediate_size, bias=False)
-        self.down_proj = nn.Linear(intermediate_size, hidden_size, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
-
-
-def route_tokens(router_logits: torch.Tensor, expert_bias: torch.Tensor | None, *, top_k: int,
-                 n_group: int, topk_group: int, routed_scaling_factor: float,
-                 norm_topk_prob: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """Group-limited sigmoid top-k routing of LLaDA2-MoE (§6.2). All in fp32.
-
-    router_logits: [N, E]; expert_bias: [E] or None. Returns (topk_idx Long[N, top_k],
-    topk_weight fp32[N, top_k]), experts sorted by descending biased score.
-
-    1. s = sigmoid(logits); r = s + expert_bias. The bias only steers *selection*.
-    2. Groups of E / n_group consecutive experts; group score = sum of the top-2 r in the group;
-       keep the `topk_group` best groups.
-    3. Pick the `top_k` experts with the largest r inside the kept groups (others get -inf, so a
-       negative biased score can never lose to an excluded expert).
-    4. weight = s (unbiased) of the chosen experts, divided by (their sum + 1e-20) when
-       `norm_topk_prob` and top_k > 1, times `routed_scaling_factor`. The reference gate
-       normalises whenever top_k > 1 and ignores `norm_topk_prob` (true in every released config),
-       so the two agree on LLaDA2.0-mini.
-    """
-    logits = router_logits.float()
-    n_tokens, n_experts = logits.shape
-    scores = torch.sigmoid(logits)
-    biased = scores if expert_bias is None else scores + expert_bias.float()
-    group_scores = biased.view(n_tokens, n_group, n_experts // n_group).topk(2, dim=-1).values.sum(-1)
-    kept_groups = group_scores.topk(topk_group, dim=-1).indices
-    group_keep = torch.zeros_like(group_scores, dtype=torch.bool).scatter_(1, kept_groups, True)
-    expert_keep = group_keep.repeat_interleave(n_experts // n_group, dim=1)
-    topk_idx = biased.masked_fill(~expert_keep, float("-inf")).topk(top_k, dim=-1).indices
-    topk_weight = scores.gather(1, topk_idx)
-    if norm_topk_prob and top_k > 1:
-        topk_weight = topk_weight / (topk_weight.sum(dim=-1, keepdim=True) + _ROUTER_NORM_EPS)
-    return topk_idx, topk_weight * routed_scaling_factor
-
-
-class LLaDA2MoeGate(nn.Module):
-    """Router: weight [E, d] and the selection-only `expert_bias` [E] (a persistent buffer: it is in
-    the checkpoint, but never trained by gradient, §7 item 17)."""
-
-    def __init__(self, config: LLaDA2MoeConfig) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.empty(config.num_experts, config.hidden_size))
-        bias = torch.zeros(config.num_experts) if config.moe_router_enable_expert_bias else None
-        self.register_buffer("expert_bias", bias, persistent=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Router logits [N, E] in fp32 (router_dtype fp32, §6.2)."""
-        return F.linear(x.float(), self.weight.float())
-
-
-class LLaDA2MoeSparseMoeBlock(nn.Module):
-    """Routed experts + one shared expert (§6.2). Sub-module names give the §6.3 per-expert keys."""
-
-    def __init__(self, config: LLaDA2MoeConfig) -> None:
-        super().__init__()
-        self.config = config
-        self.gate = LLaDA2MoeGate(config)
-        self.experts = nn.ModuleList(
-            LLaDA2MoeMLP(config.hidden_size, config.moe_intermediate_size) for _ in range(config.num_experts))
-        self.shared_experts = (
-            LLaDA2MoeMLP(config.hidden_size, config.moe_intermediate_size * config.num_shared_experts)
-            if config.num_shared_experts > 0 else None)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape = x.shape
-        flat = x.reshape(-1, shape[-1])
-        cfg = self.config
-        topk_idx, topk_weight = route_tokens(
-            self.gate(flat), self.gate.expert_bias, top_k=cfg.num_experts_per_tok, n_group=cfg.n_group,
-            topk_group=cfg.topk_group, routed_scaling_factor=cfg.routed_scaling_factor,
-            norm_topk_prob=cfg.norm_topk_prob)
-        out = self._dispatch(flat, topk_idx, topk_weight).view(shape)
-        if self.shared_experts is not None:
-            out = out + self.shared_experts(x)
-        return out
-
-    def _dispatch(self, flat: torch.Tensor, topk_idx: torch.Tensor,
-                  topk_weight: torch.Tensor) -> torch.Tensor:
-        """Run each expert once on the tokens routed to it; weighted sum accumulated in fp32.
-
-        A plain loop over the experts that received tokens: simple and exact, fine at tiny sizes.
-        Each expert's rows are padded with zeros to a multiple of `_EXPERT_ROW_MULTIPLE`, because a token's
-        output must not depend on how many other tokens (other rows of a batch) chose the same expert, and
-        on CPU it would: BLAS picks other kernels or thread splits for a few rows (measured with MKL: 1-3
-        rows with one thread, up to 11 with two), and vectorised elementwise ops (SiLU) round the tail of
-        a tensor whose size is not a multiple of their vector width differently. The matmuls and
-        activations of a block forward elsewhere have B = 32 rows per sequence. Only under
-        `torch.inference_mode` (decoding): training, where rows are never compared, keeps unpadded math.
-        """
-        top_k = topk_idx.shape[1]
-        batch_invariant = torch.is_inference_mode_enabled()  # decoding; training keeps its exact numerics
-        flat_expert = topk_idx.reshape(-1)
-        order = torch.argsort(flat_expert, stable=True)
-        token_of = order // top_k  # slot j of the flattened [N, k] belongs to token j // k
-        weight_of = topk_weight.reshape(-1)[order]
-        counts = torch.bincount(flat_expert, minlength=len(self.experts)).tolist()
-        out = torch.zeros(flat.shape, dtype=torch.float32, device=flat.device)
-        start = 0
-        for expert_idx, count in enumerate(counts):
-            if count == 0:
-                continue
-            tokens = token_of[start:start + count]
-            rows = flat.index_select(0, tokens)
-            padding = -count % _EXPERT_ROW_MULTIPLE if batch_invariant else 0
-            if padding:
-                rows = torch.cat([rows, rows.new_zeros(padding, rows.shape[1])])
-            y = self.experts[expert_idx](rows)[:count]
-            out.index_add_(0, tokens, y.float() * weight_of[start:start + count, None])
-            start += count
-        return out.to(flat.dtype)
 
 
 class LLaDA2MoeDecoderLayer(nn.Module):
@@ -368,9 +248,28 @@ class LLaDA2MoeForDiffusionLM(nn.Module):
                 module.weight.fill_(1.0)
 
     # ------------------------------------------------------------------ forward
+    @property
+    def embedding_table(self) -> torch.Tensor:
+        """The input embedding matrix [vocab, d] (what fused kernels read instead of calling `embed`)."""
+        return self.model.word_embeddings.weight
+
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         """E[ids] with no scaling (§6.2): Long[b, L] -> [b, L, d]."""
         return self.model.word_embeddings(input_ids)
+
+    def pack_experts(self) -> None:
+        """Store every MoE layer's experts stacked, for `grouped` dispatch without copies (see `moe.py`)."""
+        for module in self.modules():
+            if isinstance(module, LLaDA2MoeSparseMoeBlock):
+                module.pack_experts()
+
+    def set_moe_dispatch(self, dispatch: str) -> None:
+        """`auto` (grouped on CUDA, loop elsewhere), `loop` or `grouped` for every MoE layer."""
+        if dispatch not in ("auto", "loop", "grouped"):
+            raise ValueError(f"moe dispatch must be auto, loop or grouped, got {dispatch!r}")
+        for module in self.modules():
+            if isinstance(module, LLaDA2MoeSparseMoeBlock):
+                module.dispatch = dispatch
 
     def new_kv_cache(self) -> KVCache:
         return KVCache(self._config.num_hidden_layers)
@@ -409,7 +308,7 @@ class LLaDA2MoeForDiffusionLM(nn.Module):
                              f"got {cache_commit_length}")
         if cache_commit_length and kv_cache is None:
             raise ValueError("forward: cache_commit_length > 0 needs a kv_cache")
-        per_row = kv_cache is not None and not isinstance(kv_cache, KVCache)
+        per_row = kv_cache is not None and not isinstance(kv_cache, (KVCache, StaticKVCache))
         caches: list[KVCache] = [] if kv_cache is None else list(kv_cache) if per_row else [kv_cache]
         if per_row and len(caches) != batch:
             raise ValueError(f"forward: {len(caches)} row caches for a batch of {batch}")
@@ -418,8 +317,8 @@ class LLaDA2MoeForDiffusionLM(nn.Module):
                 raise ValueError(f"forward: kv_cache has {cache.num_layers} layers, "
                                  f"the model {self._config.num_hidden_layers}")
             expected = 1 if per_row else batch
-            if cache.length and cache.keys[0].shape[0] != expected:  # type: ignore[union-attr]
-                raise ValueError(f"forward: kv_cache batch {cache.keys[0].shape[0]} != {expected}")  # type: ignore[union-attr]
+            if isinstance(cache, KVCache) and cache.length and cache.keys[0].shape[0] != expected:
+                raise ValueError(f"forward: kv_cache batch {cache.keys[0].shape[0]} != {expected}")
 
         positions = self._check_positions(position_ids, batch, length, hidden.device)
         mask = self._new_token_mask(attention_mask, batch, length, hidden.device)

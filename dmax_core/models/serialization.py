@@ -44,7 +44,13 @@ def save_model(model: LLaDA2MoeForDiffusionLM, directory: str | os.PathLike[str]
     target.mkdir(parents=True, exist_ok=True)
     for stale in [target / WEIGHTS_INDEX_NAME, *target.glob("model-*-of-*.safetensors")]:
         stale.unlink(missing_ok=True)  # shards of an earlier save would shadow nothing but mislead a reader
-    tensors = {name: t.detach().contiguous().cpu() for name, t in model.state_dict().items()}
+    tensors = {}
+    for name, tensor in model.state_dict().items():
+        tensor = tensor.detach().cpu()
+        # A view into a larger storage (experts packed by `pack_experts`) is saved as its own copy:
+        # safetensors refuses tensors that share memory.
+        shares = tensor.untyped_storage().nbytes() != tensor.numel() * tensor.element_size()
+        tensors[name] = tensor.clone() if shares else tensor.contiguous()
     with atomic_file(target / WEIGHTS_NAME) as tmp:
         save_file(tensors, str(tmp), metadata={"format": "pt"})
     model.config.save(target)
@@ -73,6 +79,8 @@ def load_model(cls: type[ModelT], directory: str | os.PathLike[str], dtype: torc
         t = tensors.pop(name)
         state[name] = t.to(device=device, dtype=dtype if t.is_floating_point() else t.dtype, copy=True)
     model.load_state_dict(state, strict=True, assign=True)
+    if torch.device(device).type == "cuda":
+        model.pack_experts()  # grouped MoE dispatch reads the stacked experts in place
     return model.eval()
 
 

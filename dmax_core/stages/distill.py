@@ -41,7 +41,8 @@ def distill(cfg: DmaxConfig, logger: MetricLogger) -> StageResult:
     run = decode_problems(
         model, tokenizer, task, problems, policy, gen_length=cfg.distill.gen_length,
         block_length=cfg.block_length, batch_size=cfg.distill.batch_size,
-        max_forwards_per_block=cfg.decoding.max_forwards_per_block, on_sample=progress,
+        max_forwards_per_block=cfg.decoding.max_forwards_per_block, compiled=cfg.decoding.compile,
+        on_sample=progress,
     )
     bar.close()
     samples = run.samples

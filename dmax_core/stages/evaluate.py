@@ -64,7 +64,7 @@ def evaluate(cfg: DmaxConfig, logger: MetricLogger) -> StageResult:
                 model, tokenizer, task, problems[split],
                 build_policy(decoder, threshold, cfg.decoding.knobs(decoder)), gen_length=ev.gen_length,
                 block_length=cfg.block_length, batch_size=ev.batch_size,
-                max_forwards_per_block=cfg.decoding.max_forwards_per_block,
+                max_forwards_per_block=cfg.decoding.max_forwards_per_block, compiled=cfg.decoding.compile,
             )
         samples = run.samples
         utilisation = (mbu(bytes_per_forward(model, routing.mean_experts()), run.forwards_per_second, device)

@@ -7,8 +7,8 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from dmax_core.decoding.policy import BlockPolicy, PolicyStep, TokenEmbedder, greedy_tokens
-from dmax_core.kernels.soft_embedding import soft_embedding
+from dmax_core.decoding.policy import BlockPolicy, PolicyStep, TokenEmbedder
+from dmax_core.kernels.spd_step import spd_step
 from dmax_core.registry import check_optional_int, check_probability
 
 
@@ -64,7 +64,9 @@ class SPDPolicy(BlockPolicy):
         embedder, active, old = self._embedder, self._active, self._ids
         mask_id = embedder.mask_token_id
         self._step_index += 1
-        tokens, confidence = greedy_tokens(logits, mask_id)
+        # §4.2 steps 2 and 6 in one go: argmax, confidence, and the soft embedding of every argmax (the
+        # fused Triton kernel on CUDA, the PyTorch reference elsewhere; kernels/spd_step.py).
+        tokens, confidence, soft = spd_step(logits, mask_id, embedder, embedder.mask_embedding, embedder.table)
         block_length = old.numel()
         index = torch.arange(block_length, device=old.device)
 
@@ -111,8 +113,7 @@ class SPDPolicy(BlockPolicy):
             # A position that left D by changing id is hard-refreshed to E[MASK] (re-masking). With
             # MASK excluded from the argmax this cannot happen; kept so the rule reads as in §4.2.
             buffer = torch.where((changed & ~decoded)[:, None], mask_embedding, self._buffer)
-        # For j in D, x_b[j] is this forward's argmax, so E[x_b[j]] = E[v] with p from this forward.
-        soft = soft_embedding(hard, mask_embedding, confidence)
-        buffer = torch.where(decoded[:, None], soft, buffer)
+        # For j in D, x_b[j] is this forward's argmax v, so its entry is the soft embedding of (v, p) above.
+        buffer = torch.where(decoded[:, None], soft.to(buffer.dtype), buffer)
         self._buffer = buffer
         return PolicyStep(new, changed, confidence, False, None, buffer)

@@ -7,7 +7,8 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from dmax_core.decoding.policy import BlockPolicy, PolicyStep, TokenEmbedder, greedy_tokens
+from dmax_core.decoding.policy import BlockPolicy, PolicyStep, TokenEmbedder
+from dmax_core.kernels.spd_step import greedy_tokens
 from dmax_core.registry import check_probability
 
 # §3.1 step 3: the fallback threshold sits 1e-5 below the best candidate so near-ties commit together.
