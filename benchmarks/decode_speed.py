@@ -134,9 +134,9 @@ def with_mbu(model: LLaDA2MoeForDiffusionLM, figures: dict[str, Any], prompts: l
 
 
 def ratios_for(model: LLaDA2MoeForDiffusionLM, *, prompt_length: int, gen_length: int, batch: int,
-               compile_too: bool, label: str) -> dict[str, Any]:
+               compile_too: bool, label: str, prompts: list[torch.Tensor] | None = None) -> dict[str, Any]:
     """Batch-1 and batched figures for both policies, and the batched, SPD and compiled ratios."""
-    prompts = prompts_for(model, batch, prompt_length)
+    prompts = prompts or prompts_for(model, batch, prompt_length)
     out: dict[str, Any] = {"model": label, "runs": []}
     for name, threshold in (("threshold", 0.9), ("spd", 0.5)):
         single = with_mbu(model, run(model, prompts[:2], name, threshold, gen_length=gen_length, batch=1),
@@ -197,13 +197,20 @@ def main() -> None:
     report: dict[str, Any] = {"command": " ".join(["python benchmarks/decode_speed.py", *sys.argv[1:]]),
                               "device": device_name(), "models": []}
     if args.mode == "cpu":
-        from dmax_core.bundle import load_bundle  # the trained asset (needs the tokenizer libraries)
+        # The trained asset decodes real prompts of its task (needs the tokenizer and config libraries).
+        from dmax_core.bundle import load_bundle
+        from dmax_core.config import load_config
+        from dmax_core.stages.common import task_of
+        from dmax_core.tokenizer import encode, render_prompt
 
         batch, gen = args.batch or 16, args.gen or 64
-        tiny, _ = load_bundle(ASSET)
+        tiny, tokenizer = load_bundle(ASSET)
         tiny = tiny.float()
-        report["models"].append(ratios_for(tiny, prompt_length=min(args.prompt, 40), gen_length=gen, batch=batch,
-                                           compile_too=not args.no_compile, label="tiny (trained asset, fp32)"))
+        questions = [p.question for p in task_of(load_config("tiny")).splits()["test"][:batch]]
+        prompts = [torch.tensor(encode(tokenizer, render_prompt(tokenizer, q))) for q in questions]
+        report["models"].append(ratios_for(tiny, prompt_length=int(prompts[0].numel()), gen_length=gen,
+                                           batch=batch, compile_too=not args.no_compile,
+                                           label="tiny (trained asset, ledger prompts, fp32)", prompts=prompts))
         mid = random_model(mid_size_config(), torch.float32, "cpu")
         report["models"].append(ratios_for(mid, prompt_length=args.prompt, gen_length=gen, batch=batch,
                                            compile_too=False, label="mid-size (random, fp32)"))
