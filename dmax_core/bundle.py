@@ -14,10 +14,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from dmax_core.errors import DataError
 from dmax_core.files import atomic_directory, atomic_write_json, read_json_object
 from dmax_core.models import LLaDA2MoeForDiffusionLM
-from dmax_core.tokenizer import load_tokenizer, save_tokenizer
+from dmax_core.models.configuration import CONFIG_NAME
+from dmax_core.tokenizer import load_tokenizer, save_tokenizer, special_token_ids
 
 PROVENANCE_FILE = "dmax_bundle.json"
 
@@ -31,18 +34,40 @@ def save_bundle(model: LLaDA2MoeForDiffusionLM, tokenizer: Any, final: Path, pro
     return final
 
 
-def load_bundle(directory: Path, device: str = "cpu") -> tuple[LLaDA2MoeForDiffusionLM, Any]:
-    """(model, tokenizer) from a bundle or any HF-layout checkpoint directory, verified (module docstring)."""
+def load_bundle(directory: Path, device: str = "cpu",
+                dtype: torch.dtype | None = None) -> tuple[LLaDA2MoeForDiffusionLM, Any]:
+    """(model, tokenizer) from a bundle or any HF-layout checkpoint directory, verified (module docstring).
+
+    `dtype` None keeps the checkpoint's. The mask and EOS ids the decoders use are the tokenizer's: a
+    config.json that does not name them (LLaDA2.0-mini's names only `pad_token_id`) takes them from the
+    tokenizer, one that names different ids is refused (`check_special_ids`)."""
     directory = Path(directory)
     if not directory.is_dir():
         raise DataError(f"checkpoint directory not found: {directory} (run the stage that produces it first)")
     read_provenance(directory)  # a malformed record is refused before the (possibly large) weights are read
     try:
-        model = LLaDA2MoeForDiffusionLM.from_pretrained(directory, device=device)
-        tokenizer = load_tokenizer(directory)
+        tokenizer = load_tokenizer(directory)  # first: a tokenizer problem is found before the weights are read
+        ids = special_token_ids(tokenizer)
+        check_special_ids(directory, ids)
+        model = LLaDA2MoeForDiffusionLM.from_pretrained(directory, dtype=dtype, device=device, config_defaults={
+            "mask_token_id": ids["mask"], "eos_token_id": ids["eos"], "pad_token_id": ids["pad"]})
     except (FileNotFoundError, ValueError, OSError, DataError) as exc:
         raise DataError(f"cannot load checkpoint {directory}: {exc}") from exc
     return model.eval(), tokenizer
+
+
+def check_special_ids(directory: Path, ids: dict[str, int]) -> None:
+    """Refuse a checkpoint whose config.json names other mask/EOS/PAD ids than its tokenizer has.
+
+    Why: the decoders read the ids from the model config, but a released config.json may omit them (the
+    dataclass defaults are LLaDA2.0-mini's ids, wrong for any other vocabulary), so omitted ids are taken
+    from the tokenizer; an id the config names and the tokenizer contradicts means a mismatched pair of
+    files."""
+    named = read_json_object(Path(directory) / CONFIG_NAME, "model config") or {}
+    for key, role in (("mask_token_id", "mask"), ("eos_token_id", "eos"), ("pad_token_id", "pad")):
+        if key in named and named[key] != ids[role]:
+            raise ValueError(f"{CONFIG_NAME} says {key}={named[key]} but the tokenizer's {role} token is id "
+                             f"{ids[role]}; the model and tokenizer files do not belong together")
 
 
 def read_provenance(directory: Path) -> dict[str, Any]:

@@ -1,8 +1,10 @@
 """`dmax` command line, derived from the stage table: one subcommand per stage, plus `pipeline`,
-`config` and `benchmark`.
+`config` and `benchmark`, and `sandbox` (run one program file in the code sandbox).
 
     dmax pipeline --preset tiny
     dmax train --preset smoke train.lr=3e-4 seed=1 --track
+    dmax sandbox solution.py --timeout 5
+    dmax lm-eval --model dmax --model_args pretrained=DIR,decoder=spd,threshold=0.5 --tasks gsm8k
 
 User errors (bad config keys, missing or corrupt files) print one line and exit with status 2;
 nothing half-written is left behind because every stage writes atomically.
@@ -20,6 +22,11 @@ COMMANDS = {
     "pipeline": "all stages in order (pretrain only when the preset trains its own base model)",
     "config": "print the resolved configuration (YAML) and exit",
     "benchmark": "the DMax reproduction benchmark: per seed pretrain..OPUT + control, ablation grid, summary",
+}
+# Commands with their own argument parsers (listed in `dmax --help`, dispatched before it parses).
+TOOLS = {
+    "sandbox": "run one Python file in the code sandbox and print its verdict as one JSON line",
+    "lm-eval": "lm-evaluation-harness with dmax's decoders as `--model dmax`",
 }
 
 
@@ -40,6 +47,8 @@ def _parser() -> argparse.ArgumentParser:
         elif name != "config":
             p.add_argument("--track", action="store_true",
                            help="record the run in MLflow (MLFLOW_TRACKING_URI or the project's sqlite store)")
+    for name, text in TOOLS.items():
+        sub.add_parser(name, help=text, add_help=False)
     return parser
 
 
@@ -55,6 +64,16 @@ def _print_report(cfg) -> None:
 
 
 def run(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["sandbox"]:  # its own small parser: a program file, limits, a JSON verdict
+        from dmax_core.sandbox import main as sandbox_main
+
+        return sandbox_main(argv[1:])
+    if argv[:1] == ["lm-eval"]:  # lm-evaluation-harness's own CLI with `--model dmax` registered
+        from dmax_core.integrations.lm_eval_cli import main as lm_eval_main
+
+        lm_eval_main(argv[1:])
+        return 0
     args = _parser().parse_args(argv)
     from dmax_core.config import load_config
 

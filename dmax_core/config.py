@@ -134,6 +134,8 @@ class ModelConfig(_Strict):
     """
 
     base_path: Path | None = None
+    # Weights dtype when loaded for decoding: `auto` keeps the checkpoint's (bf16 for LLaDA2.0-mini).
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     hidden_size: int = Field(128, ge=8)
     num_hidden_layers: int = Field(4, ge=1)
     num_attention_heads: int = Field(4, ge=1)
@@ -204,6 +206,10 @@ class DistillConfig(_Strict):
     keep_incorrect: bool = True
     # Prompts decoded at once (continuous batching); every row's output equals its batch-of-one output.
     batch_size: int = Field(1, ge=1)
+    # Import a released trajectory dataset instead of decoding (DMax's `question`/`answer` rows: a local
+    # file or directory, or `hub:Zigeng/DMax-LLaDA-2.0-Mini-Math-Trajectories` with allow_download).
+    trajectories: str | None = None
+    allow_download: bool = False
 
     _decoder = field_validator("decoder")(_check_decoder)
 
@@ -221,6 +227,15 @@ class EvaluateConfig(_Strict):
     # Problems decoded at once per cell. Per-sample TPS is the paper's (latency at batch 1) only at 1;
     # `throughput` (tokens / wall time) is reported beside it at any batch size.
     batch_size: int = Field(1, ge=1)
+    # Benchmarks evaluated beside the run's own task, each over the same grid and reported on its own
+    # (`{name: gsm8k, path: data/gsm8k, limit: 50}`; knobs as in `task`). Nothing is chosen on them.
+    tasks: list[TaskConfig] = []
+    # Decoders per model where they differ from `decoders` (`{base: [threshold], dmax: [spd]}`: the paper's
+    # comparison without the cross cells, which at 2048 tokens on a 16B model cost GPU hours).
+    decoders_of: dict[str, list[str]] = {}
+    # Checkpoint directories that replace the run's own for a model name (`dmax: /models/DMax-Math-16B`):
+    # evaluate released checkpoints without training them here.
+    checkpoints: dict[str, Path] = {}
 
     @model_validator(mode="after")
     def _check(self) -> EvaluateConfig:
@@ -234,6 +249,17 @@ class EvaluateConfig(_Strict):
             raise ValueError(f"unknown model(s) {unknown}; known: {', '.join(MODELS)}")
         for decoder in self.decoders:
             _check_decoder(decoder)
+        for decoder in (d for decoders in self.decoders_of.values() for d in decoders):
+            _check_decoder(decoder)
+        unknown = [m for m in [*self.checkpoints, *self.decoders_of] if m not in MODELS]
+        if unknown:
+            raise ValueError(f"checkpoints/decoders_of name unknown model(s) {unknown}; known: {', '.join(MODELS)}")
+        names = [t.name for t in self.tasks]
+        if len(set(names)) != len(names):
+            raise ValueError(f"tasks lists a benchmark twice: {names}")
+        for spec in self.tasks:
+            if not _tasks().get(spec.name).has_reference:
+                raise ValueError(f"task {spec.name!r} has no reference answers: it cannot be evaluated")
         return self
 
 
@@ -255,6 +281,10 @@ class ReportConfig(_Strict):
 
     accuracy_tolerance_pp: float = Field(1.0, ge=0)
     min_base_accuracy: float = Field(0.9, ge=0, le=1)
+    # Samples per task whose SPD decoding is traced and drawn step by step (report/trace-*.png), by the
+    # dmax model (else the last evaluated one) at the sweep's lowest threshold, first `trace_blocks` blocks.
+    trace_samples: int = Field(2, ge=0)
+    trace_blocks: int = Field(2, ge=1)
 
 
 class DmaxConfig(_Strict):
@@ -262,6 +292,8 @@ class DmaxConfig(_Strict):
 
     preset: str = "custom"
     seed: int = 0
+    # Where models run: `auto` = the first CUDA GPU when there is one, else the CPU.
+    device: str = "auto"
     block_length: int = Field(32, ge=1)
     run_dir: Path = Path("runs/tiny")
     threads: ThreadsConfig = ThreadsConfig()
@@ -288,7 +320,8 @@ class DmaxConfig(_Strict):
         cap = self.decoding.max_forwards_per_block
         if cap is not None:
             policies, swept = _policies()
-            for name in dict.fromkeys([self.distill.decoder, *self.evaluate.decoders]):
+            evaluated = [*self.evaluate.decoders, *(d for ds in self.evaluate.decoders_of.values() for d in ds)]
+            for name in dict.fromkeys([self.distill.decoder, *evaluated]):
                 limit = policies.build(name, {swept: 1.0, **self.decoding.knobs(name)}).forward_limit(
                     self.block_length)
                 if limit is not None and limit > cap:
@@ -296,6 +329,14 @@ class DmaxConfig(_Strict):
                                      f"block that decoding policy {name!r} may take (block_length "
                                      f"{self.block_length}, its knobs {self.decoding.knobs(name)})")
         return self
+
+    @field_validator("device")
+    @classmethod
+    def _device_name(cls, value: str) -> str:
+        """`auto`, `cpu`, `cuda` or `cuda:N`, checked here so a typo fails before any model loads."""
+        if value not in ("auto", "cpu", "cuda") and not (value.startswith("cuda:") and value[5:].isdigit()):
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {value!r}")
+        return value
 
     def to_flat_dict(self) -> dict[str, Any]:
         """Dotted leaf keys -> scalar values (MLflow params, DVC-style listings)."""

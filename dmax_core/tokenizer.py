@@ -39,6 +39,7 @@ __all__ = [
     "UNK_TOKEN",
     "build_tokenizer",
     "encode",
+    "load_hf_tokenizer",
     "load_tokenizer",
     "render_conversation",
     "render_prompt",
@@ -130,12 +131,13 @@ def save_tokenizer(tokenizer: PreTrainedTokenizerFast, directory: str | os.PathL
 
 
 def load_tokenizer(directory: str | os.PathLike[str]) -> PreTrainedTokenizerFast:
-    """Reload a tokenizer written by :func:`save_tokenizer`, offline (local files only).
+    """The tokenizer of a checkpoint directory, offline (local files only, never remote code).
 
-    Rebuilt from ``tokenizer.json`` with our fixed special-token roles and template rather than through
+    A dmax word-level tokenizer (all of `SPECIAL_TOKENS`, dmax's template or none saved) is rebuilt from
+    ``tokenizer.json`` with our fixed special-token roles and template rather than through
     ``AutoTokenizer``, so the result does not depend on which keys a transformers version chose to put in
-    ``tokenizer_config.json``. A chat template saved next to it (``chat_template.jinja`` or inside the
-    config) must equal ours; anything else is refused rather than silently replaced.
+    ``tokenizer_config.json``. Any other tokenizer (a downloaded LLaDA2.0-mini's) is loaded as the
+    checkpoint describes it (`load_hf_tokenizer`): its own special tokens and chat template, unchanged.
     """
     directory = Path(directory)
     path = directory / "tokenizer.json"
@@ -145,13 +147,36 @@ def load_tokenizer(directory: str | os.PathLike[str]) -> PreTrainedTokenizerFast
         tok = Tokenizer.from_file(str(path))
     except Exception as exc:  # the tokenizers library raises a bare Exception for malformed files
         raise ValueError(f"{path} is not a valid tokenizer file: {exc}") from exc
-    missing = [t for t in SPECIAL_TOKENS if tok.token_to_id(t) is None]
-    if missing:
-        raise ValueError(f"{path} lacks the special tokens {missing}; not a dmax tokenizer")
     saved_template = _saved_chat_template(directory)
-    if saved_template is not None and saved_template != CHAT_TEMPLATE:
-        raise ValueError(f"{directory} holds a different chat template than dmax's LLaDA2 template")
+    is_dmax = all(tok.token_to_id(t) is not None for t in SPECIAL_TOKENS)
+    if not is_dmax or (saved_template is not None and saved_template != CHAT_TEMPLATE):
+        return load_hf_tokenizer(directory)
     return _wrap(tok)
+
+
+def load_hf_tokenizer(directory: str | os.PathLike[str]) -> PreTrainedTokenizerFast:
+    """A checkpoint's own tokenizer through transformers, from local files only and without remote code.
+
+    dmax needs three things from it, each refused in words when missing: a mask token (the diffusion
+    MASK; LLaDA2's is `<|mask|>`), an EOS token, and a chat template (the prompt the model was tuned on).
+    PAD falls back to EOS, as in LLaDA2 (§6.4)."""
+    directory = Path(directory)
+    try:
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(str(directory), local_files_only=True,
+                                                            trust_remote_code=False)
+    except (OSError, ValueError, TypeError) as exc:
+        raise ValueError(f"cannot load the tokenizer in {directory}: {exc}") from exc
+    if tokenizer.mask_token is None or tokenizer.mask_token_id is None:
+        raise ValueError(f"the tokenizer in {directory} has no mask token; a diffusion LM needs one "
+                         "(set mask_token in tokenizer_config.json)")
+    if tokenizer.eos_token_id is None:
+        raise ValueError(f"the tokenizer in {directory} has no EOS token (set eos_token in tokenizer_config.json)")
+    if not tokenizer.chat_template:
+        raise ValueError(f"the tokenizer in {directory} has no chat template (tokenizer_config.json "
+                         "chat_template or chat_template.jinja)")
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
 
 
 def _saved_chat_template(directory: Path) -> str | None:
@@ -199,13 +224,8 @@ def encode(tokenizer: PreTrainedTokenizerFast, text: str) -> list[int]:
 
 
 def special_token_ids(tokenizer: PreTrainedTokenizerFast) -> dict[str, int]:
-    """Ids the model and decoders need: ``mask``, ``eos``, ``pad`` (== eos) and ``role_end``."""
-    ids = {
-        "mask": tokenizer.mask_token_id,
-        "eos": tokenizer.eos_token_id,
-        "pad": tokenizer.pad_token_id,
-        "role_end": tokenizer.convert_tokens_to_ids(ROLE_END_TOKEN),
-    }
+    """Ids the model and decoders need: ``mask``, ``eos`` and ``pad`` (== eos in LLaDA2)."""
+    ids = {"mask": tokenizer.mask_token_id, "eos": tokenizer.eos_token_id, "pad": tokenizer.pad_token_id}
     unk = tokenizer.unk_token_id
     for key, value in ids.items():
         if not isinstance(value, int) or value == unk:

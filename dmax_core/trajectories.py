@@ -45,11 +45,21 @@ def write_trajectories(directory: Path, rows: Sequence[Sample], manifest: Mappin
         "nfe": [s.nfe for s in rows],
         "tokens": [s.tokens for s in rows],
     })
+    return _write_table(directory, table, manifest)
+
+
+def write_trajectory_pairs(directory: Path, pairs: Sequence[tuple[str, str]], manifest: Mapping[str, Any]) -> str:
+    """Write (question, answer) pairs that no decode here produced (an imported dataset); returns the digest."""
+    return _write_table(directory, pa.table({"question": [q for q, _ in pairs], "answer": [a for _, a in pairs]}),
+                        manifest)
+
+
+def _write_table(directory: Path, table: pa.Table, manifest: Mapping[str, Any]) -> str:
     with atomic_directory(directory) as staging:
         pq.write_table(table, staging / TRAJECTORY_FILE)
         digest = sha256_file(staging / TRAJECTORY_FILE)
         atomic_write_json(staging / MANIFEST_FILE,
-                          {"rows": len(rows), "digest": digest, "columns": table.column_names, **manifest})
+                          {"rows": table.num_rows, "digest": digest, "columns": table.column_names, **manifest})
     return digest
 
 

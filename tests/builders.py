@@ -8,7 +8,10 @@ changes the output, which forward-equivalence tests need (the default init gives
 
 from __future__ import annotations
 
+import json
 import math
+import shutil
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -60,3 +63,32 @@ def tiny_model(seed: int = 0, *, tokenizer: Any = None, random_weights: bool = F
     if random_weights:
         randomize(model, seed)
     return model.eval()
+
+
+# LLaDA2.0-mini's added tokens in their id order (../shared/fixtures/llada2-mini/README.md), ids made small.
+LLADA2_SPECIAL_TOKENS: tuple[str, ...] = (
+    "<|startoftext|>", "<|endoftext|>", "[CLS]", "[gMASK]", "<|mask|>", "<tool_call>", "</tool_call>",
+    "<tool_response>", "</tool_response>", "<|role_end|>",
+)
+LLADA2_FIXTURE = Path(__file__).parent / "assets" / "llada2-mini"
+
+
+def llada2_like_tokenizer_dir(directory: Path, corpus: list[str], *, config_overrides: dict | None = None) -> Path:
+    """A real-HF-shaped tokenizer directory: a small byte-level BPE trained on `corpus` with LLaDA2.0-mini's
+    special tokens, beside the real LLaDA2.0-mini `tokenizer_config.json` (official chat template) and
+    `special_tokens_map.json`, unchanged unless `config_overrides` says otherwise."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=list(LLADA2_SPECIAL_TOKENS),
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(corpus, trainer)
+    directory.mkdir(parents=True, exist_ok=True)
+    tok.save(str(directory / "tokenizer.json"))
+    config = json.loads((LLADA2_FIXTURE / "tokenizer_config.json").read_text())
+    config.update(config_overrides or {})
+    (directory / "tokenizer_config.json").write_text(json.dumps(config))
+    shutil.copy(LLADA2_FIXTURE / "special_tokens_map.json", directory / "special_tokens_map.json")
+    return directory

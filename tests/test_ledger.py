@@ -152,7 +152,9 @@ def test_scorer_hand_cases(text, expected):
 
 
 def test_the_task_registry_refuses_unknown_tasks_and_knobs():
-    with pytest.raises(ValueError, match="unknown task 'gsm8k'; known: running_total, ledger"):
+    with pytest.raises(ValueError, match="unknown task 'squad'; known: gsm8k, humaneval, running_total, ledger"):
+        build_task("squad")
+    with pytest.raises(ValueError, match="task 'gsm8k' needs path"):
         build_task("gsm8k")
     with pytest.raises(ValueError, match="has no knob"):
         build_task("ledger", people=3)

@@ -231,7 +231,7 @@ def test_special_ids(tok):
     ids = special_token_ids(tok)
     assert ids["eos"] == ids["pad"] == tok.convert_tokens_to_ids("<|endoftext|>")
     assert ids["mask"] == tok.convert_tokens_to_ids("<|mask|>")
-    assert ids["role_end"] == tok.convert_tokens_to_ids("<|role_end|>")
+    assert set(ids) == {"mask", "eos", "pad"}
     specials = ["<unk>", "<|endoftext|>", "<|mask|>", "<|role_end|>", "<role>", "</role>"]
     assert len({tok.convert_tokens_to_ids(t) for t in specials}) == len(specials)
     assert tok.eos_token == tok.pad_token == "<|endoftext|>" and tok.mask_token == "<|mask|>"
@@ -250,7 +250,7 @@ def test_round_trip_prompts_and_answers(kw):
         pids, fids = encode(tok_long, prompt), encode(tok_long, full)
         assert tok_long.unk_token_id not in fids
         assert fids[: len(pids)] == pids  # prompt is a token prefix of the training string (§1.1)
-        assert fids[-1] == special_token_ids(tok_long)["role_end"]
+        assert fids[-1] == tok_long.convert_tokens_to_ids("<|role_end|>")
         assert tok_long.decode(fids[len(pids):], skip_special_tokens=True) == p.answer
         assert tok_long.decode(encode(tok_long, p.question)) == p.question
         # generated ids followed by EOS padding still decode to the answer

@@ -250,7 +250,7 @@ def test_tracked_pretrain_with_a_given_base_records_nothing(tmp_path, monkeypatc
 def test_the_cli_offers_one_command_per_stage():
     parser = cli._parser()
     commands = next(a for a in parser._actions if a.dest == "command").choices
-    assert list(commands) == [s.name for s in STAGES] + list(cli.COMMANDS)
+    assert list(commands) == [s.name for s in STAGES] + list(cli.COMMANDS) + list(cli.TOOLS)
     for stage in STAGES:
         assert commands[stage.name].description == stage.help
 

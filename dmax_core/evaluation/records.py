@@ -19,7 +19,10 @@ latency-based and equal the paper's only at batch 1):
     mbu                  memory-bandwidth utilisation (bytes read per forward x forwards/s / peak), where
                          the device's peak bandwidth is known
 
-A cell's MLflow key is `eval/<split>/<model>/<decoder>/thr_<threshold>/<figure>` (`Cell.metrics`); the
+A task's other scores (a benchmark's `strict` beside the DMax-compatible `accuracy`) are `accuracy_<name>`.
+
+A cell's MLflow key is `eval/<split>/<model>/<decoder>/thr_<threshold>/<figure>` (`Cell.metrics`), with
+the benchmark's name first (`eval/<task>/<split>/...`) for a cell of `evaluate.tasks`; the
 headline's figures are logged under their bare names (`tpf`, `accuracy`, ...) with `baseline/` for the
 baseline cell (`Headline.metrics`); `Evaluation.metrics()` is both. No other code builds these keys.
 
@@ -55,6 +58,8 @@ class Sample:
     tokens: int  # generated ids that are not EOS (§5.4)
     nfe: int  # model forwards, prefill included
     seconds: float  # wall clock of the decode call
+    # The task's other named scores (a benchmark's `strict` beside its DMax-compatible `correct`).
+    scores: Mapping[str, bool] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.tokens < 0:
@@ -98,16 +103,23 @@ class Cell:
     mbu: float | None = None
     std: Mapping[str, float] | None = None
     seeds: int | None = None
+    # The benchmark the cell measured (None: the run's own task, which the headline is computed on).
+    task: str | None = None
+    # Fraction of samples passing each of the task's other scores (`accuracy_<name>` in `figures`).
+    accuracies: Mapping[str, float] | None = None
 
     @classmethod
     def from_samples(cls, model: str, decoder: str, threshold: float, split: str, samples: Sequence[Sample],
                      **speed: Any) -> Cell:
         """Aggregate samples into the reported figures (means of per-sample ratios, §5.4); `speed` sets
-        `batch_size`, `throughput`, `forwards_per_second`, `mbu` of the run that decoded them."""
+        `batch_size`, `throughput`, `forwards_per_second`, `mbu` of the run that decoded them, and may set
+        `task`."""
         if not samples:
             raise ValueError("a cell needs at least one sample (a mean over nothing is not a number)")
         n = len(samples)
         tokens = sum(s.tokens for s in samples)
+        names = list(dict.fromkeys(name for s in samples for name in s.scores))
+        accuracies = {name: sum(bool(s.scores.get(name)) for s in samples) / n for name in names} or None
         return cls(
             model=model, decoder=decoder, threshold=threshold, split=split, n=n,
             accuracy=sum(s.correct for s in samples) / n,
@@ -117,11 +129,13 @@ class Cell:
             tokens=tokens / n,
             tpf_total=tokens / sum(s.nfe for s in samples),
             tps_total=tokens / sum(s.seconds for s in samples),
+            accuracies=accuracies,
             **speed,
         )
 
     @property
     def key(self) -> tuple[str, str, float, str]:
+        """Which cell of one task's grid this is (cells of different `task`s may share a key)."""
         return (self.model, self.decoder, self.threshold, self.split)
 
     @property
@@ -132,17 +146,19 @@ class Cell:
     def figures(self) -> dict[str, float]:
         """The figures of FIGURES, then those of SPEED_FIGURES that were measured."""
         out = {name: float(getattr(self, name)) for name in FIGURES}
+        out.update({f"accuracy_{name}": float(value) for name, value in (self.accuracies or {}).items()})
         out.update({name: float(value) for name in SPEED_FIGURES if (value := getattr(self, name)) is not None})
         return out
 
     def metrics(self) -> dict[str, float]:
-        """This cell's figures under their MLflow / DVC keys."""
-        prefix = f"eval/{self.split}/{self.model}/{self.decoder}/thr_{self.threshold:g}"
+        """This cell's figures under their MLflow / DVC keys (`eval/<task>/...` for a benchmark's cell)."""
+        task = f"{self.task}/" if self.task else ""
+        prefix = f"eval/{task}{self.split}/{self.model}/{self.decoder}/thr_{self.threshold:g}"
         return {f"{prefix}/{name}": value for name, value in self.figures().items()}
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
-        for optional in ("std", "seeds", *SPEED_FIGURES):
+        for optional in ("std", "seeds", "task", "accuracies", *SPEED_FIGURES):
             if data[optional] is None:
                 del data[optional]
         return data
@@ -153,7 +169,7 @@ class Cell:
         unknown = sorted(set(data) - names)
         if unknown:
             raise ValueError(f"unknown cell field(s) {unknown}")
-        return cls(**{k: dict(v) if k == "std" else v for k, v in data.items()})
+        return cls(**{k: dict(v) if k in ("std", "accuracies") and v is not None else v for k, v in data.items()})
 
 
 def select_cells(cells: Sequence[Cell], **match: Any) -> list[Cell]:

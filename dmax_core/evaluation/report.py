@@ -75,6 +75,22 @@ def sweep_table(cells: Sequence[Cell], split: str = "test") -> str:
     return "\n".join(lines)
 
 
+def task_table(cells: Sequence[Cell]) -> str:
+    """One benchmark's cells: both scores (the DMax repository's lenient one and the strict one), TPF, TPS."""
+    rows = sorted((c for c in cells if c.split == "test"), key=lambda c: (c.model, c.decoder, -c.threshold))
+    extra = list(dict.fromkeys(name for c in rows for name in (c.accuracies or {})))
+    header = " | ".join(["DMax-compatible %" if extra else "accuracy %", *(f"{name} %" for name in extra)])
+    lines = [f"| model | decoder | threshold | {header} | TPF | TPS per sample | throughput tok/s | NFE | tokens | n |",
+             "|---|---|---|" + "---|" * (1 + len(extra)) + "---|---|---|---|---|---|"]
+    for c in rows:
+        scores = " | ".join([f"{100 * c.accuracy:.1f}",
+                             *(f"{100 * (c.accuracies or {}).get(name, float('nan')):.1f}" for name in extra)])
+        throughput = "–" if c.throughput is None else f"{c.throughput:.0f}"
+        lines.append(f"| {c.model} | {c.decoder} | {c.threshold:g} | {scores} | {c.tpf:.2f} | {c.tps:.0f} | "
+                     f"{throughput} | {c.nfe:.1f} | {c.tokens:.1f} | {c.n} |")
+    return "\n".join(lines)
+
+
 def headline_text(headline: Headline) -> str:
     if not headline.valid:
         return f"**Headline not computed:** {headline.reason}"
@@ -96,7 +112,7 @@ def plot_tradeoff(cells: Sequence[Cell], headline: Headline | None, path: Path, 
 
     `headline=None` (a cross-seed summary, which has no single headline cell) leaves `title` as given."""
     fig, ax = plt.subplots(figsize=(7.5, 5))
-    test = [c for c in cells if c.split == "test"]
+    test = [c for c in cells if c.split == "test" and c.task is None]
     for key in sorted({(c.model, c.decoder) for c in test}):
         points = sorted((c for c in test if (c.model, c.decoder) == key), key=lambda c: c.tpf)
         color, marker, line = STYLE.get(key, ("gray", "x", ":"))
@@ -128,27 +144,42 @@ def plot_tradeoff(cells: Sequence[Cell], headline: Headline | None, path: Path, 
     return path
 
 
-def render_markdown(evaluation: Evaluation, plot_name: str = "tradeoff.png") -> str:
-    settings, headline, cells = evaluation.settings, evaluation.headline, evaluation.cells
-    parts = [
-        f"# dmax evaluation report — preset `{settings.get('preset', '?')}`",
-        "",
-        headline_text(headline),
-        "",
-        "## Test split" + ("" if headline.valid else " (raw measurements, no comparison)"),
-        "",
-        "Accuracy % / TPF per threshold:",
-        "",
-        sweep_table(cells, "test"),
-        "",
-        markdown_table(cells, "test"),
-    ]
-    if evaluation.select(split="validation"):
-        parts += ["", "## Validation split (used only to choose the DMax threshold)", "",
-                  markdown_table(cells, "validation")]
+def render_markdown(evaluation: Evaluation, plot_name: str = "tradeoff.png",
+                    trace_pictures: Sequence[tuple[str, str]] = ()) -> str:
+    """The report: the run's own task (headline, sweep, tables), then one section per benchmark, then the
+    SPD trace pictures (`trace_pictures`: (caption, file name) pairs)."""
+    settings, headline = evaluation.settings, evaluation.headline
+    cells = [c for c in evaluation.cells if c.task is None]
+    benchmarks = list(dict.fromkeys(c.task for c in evaluation.cells if c.task is not None))
+    parts = [f"# dmax evaluation report — preset `{settings.get('preset', '?')}`", ""]
+    if cells:
+        parts += [
+            headline_text(headline),
+            "",
+            "## Test split" + ("" if headline.valid else " (raw measurements, no comparison)"),
+            "",
+            "Accuracy % / TPF per threshold:",
+            "",
+            sweep_table(cells, "test"),
+            "",
+            markdown_table(cells, "test"),
+        ]
+        if any(c.split == "validation" for c in cells):
+            parts += ["", "## Validation split (used only to choose the DMax threshold)", "",
+                      markdown_table(cells, "validation")]
+        parts += ["", f"![TPF vs accuracy]({plot_name})"]
+    for name in benchmarks:
+        task_cells = [c for c in evaluation.cells if c.task == name]
+        parts += ["", f"## {name} (test, {task_cells[0].n} problems)", "",
+                  "DMax-compatible = the DMax repository's lenient scorer; strict = the final answer only "
+                  "(math) or the first code block as written (code).", "", task_table(task_cells)]
+    if trace_pictures:
+        parts += ["", "## How SPD decoded a few samples", "",
+                  "Rows are forwards within a block, columns positions; colour is the confidence of the token "
+                  "written in the cell, red outlines mark the positions that changed in that forward (a position "
+                  "outlined again later was revised).", ""]
+        parts += [f"![{caption}]({file})\n" for caption, file in trace_pictures]
     parts += [
-        "",
-        f"![TPF vs accuracy]({plot_name})",
         "",
         "TPF = mean over samples of (non-EOS generated tokens / NFE), prefill counted as one forward. "
         "TPS per sample = mean of tokens / the sample's own decoding time (the paper's TPS at batch 1; in a "

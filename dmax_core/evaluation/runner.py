@@ -67,9 +67,11 @@ def decode_problems(
     def finished(index: int, result: DecodeResult) -> None:
         problem = problems[index]
         text = tokenizer.decode(result.generated_ids.tolist(), skip_special_tokens=True)
+        scores = task.score(text, problem)
+        primary = task.score_names[0]
         samples[index] = Sample(question=problem.question, reference=problem.answer, text=text,
-                                correct=task.is_correct(text, problem), tokens=result.tokens, nfe=result.nfe,
-                                seconds=result.seconds)
+                                correct=scores[primary], tokens=result.tokens, nfe=result.nfe,
+                                seconds=result.seconds, scores={k: v for k, v in scores.items() if k != primary})
         if on_sample is not None:
             on_sample(samples[index])
 

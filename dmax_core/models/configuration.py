@@ -228,7 +228,10 @@ class LLaDA2MoeConfig:
         return out
 
     @classmethod
-    def from_json_file(cls, path: str | os.PathLike[str]) -> LLaDA2MoeConfig:
+    def from_json_file(cls, path: str | os.PathLike[str],
+                       defaults: dict[str, Any] | None = None) -> LLaDA2MoeConfig:
+        """Read config.json; `defaults` fill keys the file does not name (a released config.json names no
+        mask id: the tokenizer's is the right default, not LLaDA2.0-mini's)."""
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"LLaDA2MoeConfig: no config file at {path}")
@@ -237,7 +240,7 @@ class LLaDA2MoeConfig:
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise ValueError(f"LLaDA2MoeConfig: {path} is not valid JSON: {err}") from err
         try:
-            return cls.from_dict(data)
+            return cls.from_dict({**(defaults or {}), **data} if isinstance(data, dict) else data)
         except (TypeError, ValueError) as err:  # a value of the wrong type fails inside the checks
             raise ValueError(f"{path}: {err}") from err
 

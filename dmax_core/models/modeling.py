@@ -19,6 +19,7 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -373,10 +374,11 @@ class LLaDA2MoeForDiffusionLM(nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike[str], dtype: torch.dtype | None = None,
-                        device: str | torch.device = "cpu") -> LLaDA2MoeForDiffusionLM:
+                        device: str | torch.device = "cpu",
+                        config_defaults: dict[str, Any] | None = None) -> LLaDA2MoeForDiffusionLM:
         """Load an HF-layout checkpoint (single or sharded safetensors; per-expert or dFactory's merged
         experts, §6.3), verifying `SHA256SUMS` where dmax wrote one. Never unpickles.
 
         dtype=None keeps the checkpoint's dtype (that of `model.word_embeddings.weight`); every floating
         tensor is cast to one dtype so the forward never mixes precisions."""
-        return load_model(cls, directory, dtype=dtype, device=device)
+        return load_model(cls, directory, dtype=dtype, device=device, config_defaults=config_defaults)

@@ -17,7 +17,7 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from safetensors import safe_open
@@ -59,12 +59,13 @@ def save_model(model: LLaDA2MoeForDiffusionLM, directory: str | os.PathLike[str]
 
 
 def load_model(cls: type[ModelT], directory: str | os.PathLike[str], dtype: torch.dtype | None = None,
-               device: str | torch.device = "cpu") -> ModelT:
-    """`cls.from_pretrained`: verify, read, check names and shapes, cast, place (module docstring)."""
+               device: str | torch.device = "cpu", config_defaults: dict[str, Any] | None = None) -> ModelT:
+    """`cls.from_pretrained`: verify, read, check names and shapes, cast, place (module docstring);
+    `config_defaults` fill config keys config.json does not name (the tokenizer's special ids)."""
     directory = Path(directory)
     if not directory.is_dir():
         raise FileNotFoundError(f"from_pretrained: no model directory at {directory}")
-    config = LLaDA2MoeConfig.from_json_file(directory / CONFIG_NAME)
+    config = LLaDA2MoeConfig.from_json_file(directory / CONFIG_NAME, config_defaults)
     verify_checksums(directory)
     tensors = _split_merged_experts(load_safetensors_dir(directory), config)
     with torch.device("meta"):

@@ -6,10 +6,12 @@ Knob values a task cannot satisfy at run time (a split larger than its question 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from dmax_core.bundle import load_bundle
 from dmax_core.config import DmaxConfig, TrainConfig
 from dmax_core.errors import ConfigError
 from dmax_core.models import LLaDA2MoeConfig
@@ -30,18 +32,33 @@ def setup(cfg: DmaxConfig, kind: str, batch_size: int | None = None) -> None:
     torch.set_num_threads(threads or DEFAULT_THREADS)
 
 
+def decode_device(cfg: DmaxConfig) -> str:
+    """The device models decode on: `cfg.device`, with `auto` meaning the first GPU when there is one."""
+    if cfg.device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={cfg.device} but torch sees no CUDA device (set device=cpu or auto)")
+    return cfg.device
+
+
+def load_for_decoding(cfg: DmaxConfig, directory: Path) -> tuple[Any, Any]:
+    """(model, tokenizer) of a checkpoint on the configured device and dtype (`model.dtype`)."""
+    dtype = None if cfg.model.dtype == "auto" else getattr(torch, cfg.model.dtype)
+    return load_bundle(directory, device=decode_device(cfg), dtype=dtype)
+
+
 def task_of(cfg: DmaxConfig) -> Task:
     """The configured task (validated with the config; built again here because tasks hold state)."""
     return build_task(cfg.task.name, **cfg.task.knobs)
 
 
-def task_splits(cfg: DmaxConfig, task: Task | None = None) -> dict[str, list[Problem]]:
-    """The task's train/validation/test problems (no question overlap)."""
+def task_splits(cfg: DmaxConfig, task: Task | None = None, name: str | None = None) -> dict[str, list[Problem]]:
+    """The task's train/validation/test problems (no question overlap); `name` names it in errors."""
     task = task or task_of(cfg)
     try:
         return task.splits()
     except ValueError as exc:  # knobs the task cannot satisfy (too many people, too small a space)
-        raise ConfigError(f"task {cfg.task.name!r}: {exc}") from exc
+        raise ConfigError(f"task {name or cfg.task.name!r}: {exc}") from exc
 
 
 def task_tokenizer(cfg: DmaxConfig, task: Task | None = None) -> Any:
@@ -55,7 +72,7 @@ def task_tokenizer(cfg: DmaxConfig, task: Task | None = None) -> Any:
 def model_config(cfg: DmaxConfig, tokenizer: Any) -> LLaDA2MoeConfig:
     """The preset's architecture with the tokenizer's vocabulary and special ids filled in."""
     ids = special_token_ids(tokenizer)
-    arch = cfg.model.model_dump(exclude={"base_path"})
+    arch = cfg.model.model_dump(exclude={"base_path", "dtype"})
     needed = max(cfg.pretrain.max_seq_len, cfg.train.max_seq_len)
     if arch["max_position_embeddings"] < needed:
         raise ConfigError(f"model.max_position_embeddings={arch['max_position_embeddings']} < max_seq_len {needed}")

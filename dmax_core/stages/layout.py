@@ -6,6 +6,7 @@ from them, and the stage functions resolve them with `RunLayout`, so the three c
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,9 +18,10 @@ TRAJECTORIES = "trajectories"
 DMAX = "dmax"
 CONTROL = "control"
 EVAL = "eval"
-METRICS_FILE, SAMPLES_FILE = "metrics.json", "samples.jsonl"
+METRICS_FILE, SAMPLES_FILE, TRACES_FILE = "metrics.json", "samples.jsonl", "traces.json"
 METRICS = f"{EVAL}/{METRICS_FILE}"
 SAMPLES = f"{EVAL}/{SAMPLES_FILE}"
+TRACES = f"{EVAL}/{TRACES_FILE}"
 REPORT = "report"
 REPORT_MARKDOWN = f"{REPORT}/report.md"
 TRADEOFF_PLOT = f"{REPORT}/tradeoff.png"
@@ -50,8 +52,10 @@ class RunLayout:
             return self.base_path
         return self.run_dir / name
 
-    def model(self, name: str) -> Path:
-        """The checkpoint directory of `base`, `dmax` or `control`."""
+    def model(self, name: str, overrides: Mapping[str, Path] | None = None) -> Path:
+        """The checkpoint directory of `base`, `dmax` or `control` (`overrides`: `evaluate.checkpoints`)."""
+        if overrides and name in overrides:
+            return Path(overrides[name])
         return self.path(MODEL_DIRS[name])
 
     @staticmethod

@@ -1,24 +1,52 @@
-"""`report`: markdown tables and the TPF-vs-accuracy plot from eval/metrics.json (nothing recomputed)."""
+"""`report`: markdown tables, the TPF-vs-accuracy plot and the SPD trace pictures from `eval/` (nothing
+recomputed). The directory is written in one piece, so no picture of an earlier evaluation survives."""
 
 from __future__ import annotations
+
+from pathlib import PurePosixPath
 
 from dmax_core.config import DmaxConfig
 from dmax_core.evaluation.records import Evaluation
 from dmax_core.evaluation.report import plot_tradeoff, render_markdown
-from dmax_core.files import atomic_write_json, atomic_write_text
+from dmax_core.evaluation.traces import plot_trace
+from dmax_core.files import atomic_directory, atomic_write_json, atomic_write_text, read_json_object
 from dmax_core.metric_logger import MetricLogger
 from dmax_core.results import StageResult
-from dmax_core.stages.layout import METRICS, REPORT, REPORT_MARKDOWN, TRADEOFF_DATA, TRADEOFF_PLOT, RunLayout
+from dmax_core.stages.layout import (
+    METRICS,
+    REPORT,
+    REPORT_MARKDOWN,
+    TRACES,
+    TRADEOFF_DATA,
+    TRADEOFF_PLOT,
+    RunLayout,
+)
+
+
+def _inside(name: str) -> str:
+    """A layout name's path relative to the report directory."""
+    return str(PurePosixPath(name).relative_to(REPORT))
 
 
 def report(cfg: DmaxConfig, logger: MetricLogger) -> StageResult:
-    """Write `report/report.md`, `report/tradeoff.png` and its data `report/tradeoff.json` (DVC plots)."""
+    """Write `report/`: report.md, tradeoff.png and its data tradeoff.json (DVC plots), trace-*.png."""
     layout = RunLayout.of(cfg)
     evaluation = Evaluation.load(layout.path(METRICS))
-    plot_tradeoff(evaluation.cells, evaluation.headline, layout.path(TRADEOFF_PLOT), f"dmax preset {cfg.preset}")
-    atomic_write_text(layout.path(REPORT_MARKDOWN), render_markdown(evaluation))
-    atomic_write_json(layout.path(TRADEOFF_DATA), [
-        {"model": c.model, "decoder": c.decoder, "threshold": c.threshold, "tpf": c.tpf, "accuracy": c.accuracy}
-        for c in evaluation.select(split="test")
-    ])
+    traces = (read_json_object(layout.path(TRACES), "trace file") or {}).get("traces", [])
+    with atomic_directory(layout.path(REPORT)) as staging:
+        plot_tradeoff(evaluation.cells, evaluation.headline, staging / _inside(TRADEOFF_PLOT),
+                      f"dmax preset {cfg.preset}")
+        pictures = []
+        seen: dict[str, int] = {}
+        for trace in traces:
+            index = seen[trace["task"]] = seen.get(trace["task"], -1) + 1
+            file = f"trace-{trace['task']}-{index}.png"
+            caption = f"{trace['task']}: {trace['model']} + SPD at threshold {trace['threshold']:g}, sample {index}"
+            plot_trace(trace, staging / file, caption)
+            pictures.append((caption, file))
+        atomic_write_text(staging / _inside(REPORT_MARKDOWN), render_markdown(evaluation, trace_pictures=pictures))
+        atomic_write_json(staging / _inside(TRADEOFF_DATA), [
+            {"model": c.model, "decoder": c.decoder, "threshold": c.threshold, "tpf": c.tpf, "accuracy": c.accuracy}
+            for c in evaluation.select(split="test", task=None)
+        ])
     return StageResult(stage="report", outputs={REPORT: layout.path(REPORT)})

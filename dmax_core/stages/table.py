@@ -36,7 +36,7 @@ RUN_IDENTITY: tuple[str, ...] = ("preset", "run_dir", "threads")
 SHARED_CODE: tuple[str, ...] = ("dmax_core/stages/common.py", "dmax_core/stages/layout.py", "dmax_core/bundle.py",
                                 "dmax_core/files.py")
 _DECODING_CODE = ("dmax_core/tasks", "dmax_core/models", "dmax_core/decoding", "dmax_core/kernels",
-                  "dmax_core/evaluation", "dmax_core/tokenizer.py")
+                  "dmax_core/evaluation", "dmax_core/tokenizer.py", "dmax_core/sandbox.py", "dmax_core/bundle.py")
 
 
 def _never(cfg: DmaxConfig) -> str | None:
@@ -107,16 +107,18 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         name="evaluate", run=evaluate,
-        help="the {model} x {decoder} x {threshold} grid on held-out problems -> metrics and the headline",
-        reads=(layout.BASE, layout.DMAX), writes=(layout.SAMPLES,), metrics=(layout.METRICS,),
+        help="the {model} x {decoder} x {threshold} grid on held-out problems and the benchmarks of "
+             "evaluate.tasks -> metrics, the headline and SPD traces",
+        reads=(layout.BASE, layout.DMAX), writes=(layout.SAMPLES, layout.TRACES), metrics=(layout.METRICS,),
         # `report` holds the headline rule's tolerance and base-accuracy gate, applied here.
         params=("task", "decoding", "evaluate", "report"),
         code=("dmax_core/stages/evaluate.py", "dmax_core/env.py", *_DECODING_CODE),
     ),
     Stage(
         name="report", run=report,
-        help="markdown tables and the TPF-vs-accuracy plot from the evaluation",
-        reads=(layout.METRICS,), writes=(layout.REPORT_MARKDOWN, layout.TRADEOFF_PLOT), params=("report",),
+        help="markdown tables, the TPF-vs-accuracy plot and the SPD trace pictures from the evaluation",
+        reads=(layout.METRICS, layout.TRACES), writes=(layout.REPORT_MARKDOWN, layout.TRADEOFF_PLOT),
+        params=("report",),
         code=("dmax_core/stages/report.py", "dmax_core/evaluation"),
         plots={layout.TRADEOFF_DATA: {"template": "scatter", "x": "tpf", "y": "accuracy"}},
     ),

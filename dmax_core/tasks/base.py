@@ -15,11 +15,11 @@ import json
 import os
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from dmax_core.files import atomic_write_text
 from dmax_core.registry import Registry, check_int
@@ -39,18 +39,28 @@ def strip_special_tokens(text: str) -> str:
 class Problem:
     """One problem of a task: the question, one reference solution and the final answer.
 
-    `task` names the task that made it, so the right scorer can be found for a stored problem."""
+    `task` names the task that made it, so the right scorer can be found for a stored problem. `data`
+    holds what a benchmark's scorer needs beyond the answer (HumanEval's tests and entry point, its
+    task_id); embedded tasks leave it empty."""
 
     question: str
     answer: str
     final_answer: str
     task: str = "running_total"
+    data: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
 
 class Task(ABC):
-    """A registered task. Subclasses set `name` and implement `splits` and `is_correct`."""
+    """A registered task. Subclasses set `name` and implement `splits` and `is_correct`.
+
+    `score_names` name the scores `score` returns; the first is *the* score (a sample's `correct`, a
+    cell's `accuracy`), the others are reported beside it (`accuracy_<name>`). Benchmarks report the DMax
+    repository's lenient score first, so their accuracy is comparable with the paper, and a strict one."""
 
     name: ClassVar[str]
+    score_names: ClassVar[tuple[str, ...]] = ("correct",)
+    # False for prompt sets without answers: nothing can be scored, so no accuracy is reported.
+    has_reference: ClassVar[bool] = True
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
@@ -64,6 +74,10 @@ class Task(ABC):
     @abstractmethod
     def is_correct(self, text: str, problem: Problem) -> bool:
         """Score one generated answer against `problem` (pure: no model, no files)."""
+
+    def score(self, text: str, problem: Problem) -> dict[str, bool]:
+        """Every score of one answer, by `score_names` (one score, `is_correct`, unless a task has more)."""
+        return {self.score_names[0]: self.is_correct(text, problem)}
 
     def prompt(self, problem: Problem) -> str:
         """The user turn the model is asked (the chat template is the tokenizer's job)."""
