@@ -90,9 +90,10 @@ def run(argv: Sequence[str] | None = None) -> int:
         print(cfg.to_yaml(), end="")
         return 0
     from dmax_core.stages import run_pipeline, run_stage
+    from dmax_core.stages.common import is_main_process
 
     tracker = None
-    if args.track:
+    if args.track and is_main_process():  # one MLflow record per distributed launch
         from dmax_core.tracking import Tracker
 
         tracker = Tracker()

@@ -1,13 +1,14 @@
 """dmax's block decoders as an lm-evaluation-harness model: `--model dmax` (lm-eval 0.4.13).
 
-    python -m dmax_core.integrations.lm_eval_cli --model dmax \\
+    dmax lm-eval --model dmax \\
         --model_args pretrained=CHECKPOINT_DIR,decoder=spd,threshold=0.5 --tasks gsm8k --apply_chat_template
 
 Why a wrapper command: lm-eval 0.4.13 finds a model only in its registry, which holds its own models (a
 fixed table in `lm_eval/models/__init__.py`) plus whatever was registered by an import before the run.
 It reads no entry-point group and has no include path for models, so `lm_eval --model dmax` cannot find
-this class on its own; `dmax_core.integrations.lm_eval_cli` imports this module and then runs lm-eval's
-own CLI with the same arguments. In Python, importing this module is enough for `simple_evaluate(model="dmax")`.
+this class on its own; `dmax lm-eval` (`dmax_core.integrations.lm_eval_cli`) imports this module and then
+runs lm-eval's own CLI with the same arguments. In Python, importing this module is enough for
+`simple_evaluate(model="dmax")`.
 
 Model args (`--model_args key=value,...`):
     pretrained            a dmax checkpoint directory (`bundle.load_bundle`); required

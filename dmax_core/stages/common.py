@@ -6,6 +6,7 @@ Knob values a task cannot satisfy at run time (a split larger than its question 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,15 @@ def setup(cfg: DmaxConfig, kind: str, batch_size: int | None = None) -> None:
     threads = getattr(cfg.threads, kind)
     if threads is None and kind == "decode" and batch_size == 1:
         threads = 1  # batch-1 decoding is as fast on one thread idle, and 4x faster beside a busy process
-    torch.set_num_threads(threads or DEFAULT_THREADS)
+    # Under a distributed launcher the processes of one machine share its cores.
+    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    torch.set_num_threads(threads or max(1, DEFAULT_THREADS // local_processes))
+
+
+def is_main_process() -> bool:
+    """True unless this is a non-zero rank of a distributed launch (`accelerate launch`, `torchrun`): only
+    the main process writes a stage's outputs and records the run."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def decode_device(cfg: DmaxConfig) -> str:

@@ -13,7 +13,15 @@ from dmax_core.config import DmaxConfig
 from dmax_core.metric_logger import MetricLogger
 from dmax_core.models import LLaDA2MoeForDiffusionLM
 from dmax_core.results import StageResult
-from dmax_core.stages.common import labelled_pads, model_config, setup, task_of, task_splits, task_tokenizer
+from dmax_core.stages.common import (
+    is_main_process,
+    labelled_pads,
+    model_config,
+    setup,
+    task_of,
+    task_splits,
+    task_tokenizer,
+)
 from dmax_core.stages.layout import BASE, RunLayout
 from dmax_core.training import encode_conversations, train_model
 
@@ -37,6 +45,8 @@ def pretrain(cfg: DmaxConfig, logger: MetricLogger) -> StageResult:
         checkpoint_dir=layout.checkpoints("pretrain"), logger=logger, description="pretrain",
         metric_prefix="pretrain",
     )
+    if not is_main_process():  # a distributed launch: rank 0 writes the checkpoint
+        return StageResult(stage="pretrain", skipped="not the main process of a distributed launch")
     provenance = {"stage": "pretrain", "steps": result.steps, "final_loss": result.final_loss,
                   "seconds": result.seconds, "examples": len(data), "preset": cfg.preset}
     out = save_bundle(model, tokenizer, layout.path(BASE), provenance)

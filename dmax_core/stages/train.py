@@ -12,7 +12,7 @@ from dmax_core.config import DmaxConfig
 from dmax_core.files import checksums_digest
 from dmax_core.metric_logger import MetricLogger
 from dmax_core.results import ModelCandidate, StageResult
-from dmax_core.stages.common import labelled_pads, setup
+from dmax_core.stages.common import is_main_process, labelled_pads, setup
 from dmax_core.stages.layout import BASE, TRAJECTORIES, RunLayout
 from dmax_core.training import duplicate_for_oput, encode_conversations, train_model
 from dmax_core.trajectories import load_trajectories
@@ -33,8 +33,11 @@ def train(cfg: DmaxConfig, logger: MetricLogger) -> StageResult:
         checkpoint_dir=layout.checkpoints(f"train-{objective}"), logger=logger,
         description=f"train ({objective})", metric_prefix="train",
     )
+    if not is_main_process():  # a distributed launch: rank 0 writes the checkpoint
+        return StageResult(stage="train", skipped="not the main process of a distributed launch")
     provenance = {"stage": "train", "objective": objective, "steps": result.steps,
                   "final_loss": result.final_loss, "seconds": result.seconds, "examples": len(data),
+                  "resumed_from": result.resumed_from,
                   "dataset_digest": trajectories.digest, "preset": cfg.preset}
     name = layout.trained_model(objective)
     out = save_bundle(model, tokenizer, layout.model(name), provenance)

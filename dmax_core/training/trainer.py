@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, DistributedDataParallelKwargs
 from tqdm.auto import tqdm
 
 from dmax_core.config import TrainConfig
@@ -92,7 +92,10 @@ def train_model(
 ) -> TrainResult:
     """Train `model` in place on `data` with `cfg.objective`; resume from `checkpoint_dir` if it holds one."""
     logger = logger or NullLogger()
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    # Unused-parameter detection: a rank whose tokens route to no token of some expert has no gradient
+    # for it, which plain DDP would wait for forever.
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(),
+                              kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
     total_steps = total_steps_for(cfg, len(data))
     seq_len = data.clean_ids.shape[1]
     device = accelerator.device
@@ -128,11 +131,15 @@ def train_model(
         lr = learning_rate_at(step, total_steps, cfg.lr, cfg.min_lr, cfg.warmup_ratio)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        index = batch_indices(step, len(data), cfg.batch_size, cfg.seed)[rank::world]
-        batch = data.select(index)
+        # The global batch and its noise are drawn whole, then each process takes its rows: the same
+        # (seed, step) gives the same data and masks at any world size.
+        index = batch_indices(step, len(data), cfg.batch_size, cfg.seed)
+        global_batch = data.select(index)
         noise_rng = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
         ratios = sample_mask_ratios(len(index), cfg.noise_low, cfg.noise_high, noise_rng)
-        noisy = add_noise(batch.clean_ids, batch.prompt_lengths, ratios, mask_id, noise_rng).to(device)
+        noisy = add_noise(global_batch.clean_ids, global_batch.prompt_lengths, ratios, mask_id, noise_rng)
+        rows = torch.arange(len(index))[rank::world]
+        batch, noisy = data.select(index[rows]), noisy[rows].to(device)
         clean, labels = batch.clean_ids.to(device), batch.labels.to(device)
         if cfg.loss_positions == "masked":  # decided on the noise, before any rollout fills the masks
             labels = torch.where(noisy == mask_id, labels, torch.full_like(labels, IGNORE_INDEX))
