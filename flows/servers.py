@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dmax_core.env import configure_environment, environment_defaults, project_dir
+from flows.postgres import LocalPostgres, PostgresError, database_urls
 
 HOST = "127.0.0.1"
 WORK_POOL = "dmax-process"
@@ -141,6 +142,8 @@ class LocalPlatform:
     mlflow_db: Path | None = None  # default: <project>/mlruns.db
     mlflow_artifacts: Path | None = None  # default: <project>/mlartifacts
     work_pool: str = WORK_POOL
+    # A PostgreSQL server (`postgresql://USER[:PW]@HOST:PORT`) for both servers' state, instead of sqlite.
+    database_url: str | None = None
 
     def __post_init__(self) -> None:
         self.project = Path(self.project).resolve()
@@ -173,6 +176,8 @@ class LocalPlatform:
             PREFECT_WORKER_PREFETCH_SECONDS=env.get("PREFECT_WORKER_PREFETCH_SECONDS", "5"),
             PYTHONUNBUFFERED="1",
         )
+        if self.database_url:
+            env["PREFECT_API_DATABASE_CONNECTION_URL"] = database_urls(self.database_url)["prefect"]
         return env
 
     # ------------------------------------------------------------------------------ commands
@@ -185,7 +190,8 @@ class LocalPlatform:
         # one experiment and both work; the UI reads the files from the same disk.
         return [
             _executable("mlflow"), "server",
-            "--backend-store-uri", f"sqlite:///{self.mlflow_db}",
+            "--backend-store-uri",
+            database_urls(self.database_url)["mlflow"] if self.database_url else f"sqlite:///{self.mlflow_db}",
             "--default-artifact-root", self.mlflow_artifacts.as_uri(),
             "--host", HOST, "--port", str(self.mlflow_port), "--workers", "1",
         ]  # fmt: skip
@@ -314,8 +320,13 @@ class LocalPlatform:
         return f"export PREFECT_API_URL={self.prefect_api_url}\nexport MLFLOW_TRACKING_URI={self.mlflow_url}"
 
 
+def _postgres(args: argparse.Namespace) -> LocalPostgres:
+    return LocalPostgres(project_dir() / ".postgres", port=args.postgres_port)
+
+
 def _platform(args: argparse.Namespace) -> LocalPlatform:
-    return LocalPlatform(prefect_port=args.prefect_port, mlflow_port=args.mlflow_port)
+    url = args.database_url or (_postgres(args).url if args.postgres else None)
+    return LocalPlatform(prefect_port=args.prefect_port, mlflow_port=args.mlflow_port, database_url=url)
 
 
 def _foreground(platform: LocalPlatform, command: list[str]) -> int:
@@ -330,11 +341,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--prefect-port", type=int, default=int(os.environ.get("PREFECT_PORT", 4200)))
     parser.add_argument("--mlflow-port", type=int, default=int(os.environ.get("MLFLOW_PORT", 5000)))
     parser.add_argument("--no-worker", action="store_true", help="start: servers and deployments only")
+    parser.add_argument("--postgres", action="store_true",
+                        help="state in a local PostgreSQL server (.postgres/, 127.0.0.1) instead of sqlite")
+    parser.add_argument("--postgres-port", type=int, default=int(os.environ.get("POSTGRES_PORT", 5433)))
+    parser.add_argument("--database-url", default=os.environ.get("DMAX_DATABASE_URL"),
+                        help="state in this PostgreSQL server: postgresql://USER[:PASSWORD]@HOST:PORT")
     args = parser.parse_args(argv)
-    platform = _platform(args)
     try:
+        platform = _platform(args)
+        if args.postgres and args.action in ("start", "prefect", "mlflow"):
+            _postgres(args).start()
         if args.action == "start":
             platform.start(worker=not args.no_worker)
+            if platform.database_url:
+                print(f"database    {platform.database_url} (databases prefect, mlflow)")
             print(f"Prefect UI  http://{HOST}:{platform.prefect_port}   (logs in {platform.state_dir})")
             print(f"MLflow UI   {platform.mlflow_url}")
             print(f"worker      pool {platform.work_pool}" if not args.no_worker else "worker      not started")
@@ -342,6 +362,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"\nFor other shells:\n{platform.exports()}")
         elif args.action == "stop":
             stopped = platform.stop()
+            if args.postgres and _postgres(args).stop():
+                stopped.append("postgres")
             print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
         elif args.action == "status":
             print(json.dumps(platform.status(), indent=2))
@@ -357,7 +379,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _foreground(platform, platform.mlflow_server_command())
         elif args.action == "worker":
             return _foreground(platform, platform.worker_command())
-    except PlatformError as exc:
+    except (PlatformError, PostgresError) as exc:
         print(f"flows.servers: {exc}", file=sys.stderr)
         return 1
     return 0

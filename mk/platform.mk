@@ -11,6 +11,7 @@ MLFLOW_PORT ?= 5000
 SERVERS = $(BIN)/python -m flows.servers --prefect-port $(PREFECT_PORT) --mlflow-port $(MLFLOW_PORT)
 
 .PHONY: servers stop-servers servers-status prefect-server mlflow-ui worker deploy dvc-repro platform-files \
+	servers-postgres stop-servers-postgres \
 	test-integration
 
 servers: install
@@ -53,3 +54,12 @@ platform-files: install
 
 test-integration: install
 	$(BIN)/python -m pytest -q -m integration
+
+# The team platform: both servers keep their state in PostgreSQL (a local server in .postgres/ on 127.0.0.1,
+# port POSTGRES_PORT, started here; or an existing one: DMAX_DATABASE_URL=postgresql://USER:PW@HOST:PORT make servers).
+POSTGRES_PORT ?= 5433
+servers-postgres: install
+	$(SERVERS) start --postgres --postgres-port $(POSTGRES_PORT)
+
+stop-servers-postgres:
+	@if [ -x $(BIN)/python ]; then $(SERVERS) stop --postgres --postgres-port $(POSTGRES_PORT); fi

@@ -1,16 +1,21 @@
-"""Helpers shared by the integration tests (HTTP JSON, a clean copy of the repository, polling)."""
+"""Helpers shared by the integration tests (HTTP JSON, a clean copy of the repository, polling, Prefect
+deployment runs)."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from flows.servers import LocalPlatform
 
 REPO = Path(__file__).resolve().parents[2]
 # The smoke preset with a two-problem evaluation at one threshold: every stage and every cell type
@@ -65,3 +70,33 @@ def wait_for(predicate, timeout: float, interval: float = 2.0, what: str = "cond
             return value
         time.sleep(interval)
     raise TimeoutError(f"{what} not reached within {timeout:.0f} s")
+
+
+TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+
+def run_deployment(platform: LocalPlatform, name: str, preset: str, overrides: list[str]) -> str:
+    """`prefect deployment run NAME --param ...` exactly as a user types it; returns the flow run id."""
+    done = platform.prefect(
+        "deployment", "run", name, "--param", f"preset={preset}", "--param", f"overrides={json.dumps(overrides)}"
+    )
+    match = re.search(r"UUID:\s*([0-9a-f-]{36})", done.stdout)
+    assert match, f"no flow run id in:\n{done.stdout}\n{done.stderr}"
+    return match.group(1)
+
+
+def wait_flow_run(platform: LocalPlatform, flow_run_id: str, timeout: float = 900.0) -> dict:
+    def terminal():
+        run = http_json(f"{platform.prefect_api_url}/flow_runs/{flow_run_id}")
+        return run if run["state"]["type"] in TERMINAL else None
+
+    return wait_for(terminal, timeout, what=f"flow run {flow_run_id} finished")
+
+
+def flow_run_logs(platform: LocalPlatform, flow_run_id: str) -> str:
+    logs = http_json(
+        f"{platform.prefect_api_url}/logs/filter",
+        {"logs": {"flow_run_id": {"any_": [flow_run_id]}}, "limit": 200, "sort": "TIMESTAMP_ASC"},
+    )
+    worker = platform.log_file("worker").read_text(errors="replace")[-4000:]
+    return "\n".join(entry["message"] for entry in logs) + "\n--- worker log tail ---\n" + worker

@@ -10,20 +10,15 @@ retries and without touching the existing outputs. Servers are stopped in the fi
 from __future__ import annotations
 
 import hashlib
-import json
-import re
 import urllib.parse
 from pathlib import Path
 
 import pytest
-from platform_helpers import FAST_SMOKE, REPO, http_json, wait_for
+from platform_helpers import FAST_SMOKE, REPO, flow_run_logs, http_json, run_deployment, wait_flow_run
 
 from flows.servers import LocalPlatform, free_port, stop_process_tree
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]
-
-TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
-
 
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory):
@@ -47,33 +42,6 @@ def platform(tmp_path_factory):
         for pid in pids:  # belt and braces: nothing of ours may outlive the test session
             stop_process_tree(pid, grace_seconds=2)
         assert all(local.pid(name) is None for name in ("prefect-server", "mlflow-server", "worker"))
-
-
-def run_deployment(platform: LocalPlatform, name: str, preset: str, overrides: list[str]) -> str:
-    """`prefect deployment run NAME --param ...` exactly as a user types it; returns the flow run id."""
-    done = platform.prefect(
-        "deployment", "run", name, "--param", f"preset={preset}", "--param", f"overrides={json.dumps(overrides)}"
-    )
-    match = re.search(r"UUID:\s*([0-9a-f-]{36})", done.stdout)
-    assert match, f"no flow run id in:\n{done.stdout}\n{done.stderr}"
-    return match.group(1)
-
-
-def wait_flow_run(platform: LocalPlatform, flow_run_id: str, timeout: float = 900.0) -> dict:
-    def terminal():
-        run = http_json(f"{platform.prefect_api_url}/flow_runs/{flow_run_id}")
-        return run if run["state"]["type"] in TERMINAL else None
-
-    return wait_for(terminal, timeout, what=f"flow run {flow_run_id} finished")
-
-
-def flow_run_logs(platform: LocalPlatform, flow_run_id: str) -> str:
-    logs = http_json(
-        f"{platform.prefect_api_url}/logs/filter",
-        {"logs": {"flow_run_id": {"any_": [flow_run_id]}}, "limit": 200, "sort": "TIMESTAMP_ASC"},
-    )
-    worker = platform.log_file("worker").read_text(errors="replace")[-4000:]
-    return "\n".join(entry["message"] for entry in logs) + "\n--- worker log tail ---\n" + worker
 
 
 def mlflow(platform: LocalPlatform, endpoint: str, payload: dict | None = None, **query: str):
