@@ -210,6 +210,17 @@ class DistillConfig(_Strict):
     # file or directory, or `hub:Zigeng/DMax-LLaDA-2.0-Mini-Math-Trajectories` with allow_download).
     trajectories: str | None = None
     allow_download: bool = False
+    # Split the prompts into this many shards, decoded apart (one worker each) and merged in order;
+    # `shard` set: decode that shard only (what a worker runs; the Prefect flow `dmax-distill` fans out).
+    shards: int = Field(1, ge=1)
+    shard: int | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _shard_in_range(self) -> DistillConfig:
+        if self.shard is not None and self.shard >= self.shards:
+            raise ValueError(f"distill.shard={self.shard} is not one of the {self.shards} shards "
+                             f"(0..{self.shards - 1})")
+        return self
 
     _decoder = field_validator("decoder")(_check_decoder)
 

@@ -54,6 +54,17 @@ def write_trajectory_pairs(directory: Path, pairs: Sequence[tuple[str, str]], ma
                         manifest)
 
 
+def write_trajectory_table(directory: Path, table: pa.Table, manifest: Mapping[str, Any]) -> str:
+    """Write an already built table (merged shards) as the dataset; returns its digest."""
+    return _write_table(directory, table, manifest)
+
+
+def read_trajectory_table(directory: Path) -> pa.Table:
+    """The whole table of a dataset written here (every column), its digest checked first."""
+    load_trajectories(directory)  # digest, columns and rows checked, with the errors in words
+    return pq.read_table(Path(directory) / TRAJECTORY_FILE)
+
+
 def _write_table(directory: Path, table: pa.Table, manifest: Mapping[str, Any]) -> str:
     with atomic_directory(directory) as staging:
         pq.write_table(table, staging / TRAJECTORY_FILE)

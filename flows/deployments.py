@@ -2,7 +2,8 @@
 platform-files`). A test compares the committed file with `deployments()`.
 
 Deployments: `dmax/full-pipeline` (the plan of `dmax_core.stages`), `dmax/scheduled-retrain` (the same on a
-weekly cron, shipped inactive) and `dmax-stage/<stage>` for every row of the stage table. This module
+weekly cron, shipped inactive), `dmax-distill/sharded` (distillation fanned out over workers) and
+`dmax-stage/<stage>` for every row of the stage table. This module
 does not import Prefect; it only writes the file `prefect deploy --all` reads.
 """
 
@@ -27,6 +28,7 @@ HEADER = """\
 #   prefect deployment run dmax/full-pipeline     # the tiny pipeline; add --param preset=smoke for a quick one
 #   prefect deployment run dmax/full-pipeline --param preset=tiny --param 'overrides=["train.lr=1e-4"]'
 #   prefect deployment run dmax-stage/evaluate    # one stage alone
+#   prefect deployment run dmax-distill/sharded --param shards=8   # distillation over 8 workers
 # `dmax/scheduled-retrain` retrains weekly and ships INACTIVE, so nothing runs by surprise:
 #   prefect deployment schedule ls dmax/scheduled-retrain
 #   prefect deployment schedule resume dmax/scheduled-retrain <SCHEDULE_ID>
@@ -48,6 +50,11 @@ def deployments() -> dict[str, Any]:
                         "beats it",
          "schedules": [{"cron": RETRAIN_CRON, "timezone": "UTC", "active": False}]},
     ]
+    items.append({"name": "sharded", "entrypoint": "flows/pipeline.py:distill_sharded",
+                  "parameters": {**DEFAULT_PARAMETERS, "shards": 2}, "work_pool": WORK_POOL,
+                  "tags": ["dmax", "distill"],
+                  "description": "distillation fanned out: one dmax-stage/distill flow run per missing shard "
+                                 "(any worker takes it), then the merge into one trajectory dataset"})
     items += [{"name": stage.name, "entrypoint": "flows/pipeline.py:stage_flow", "description": stage.help,
                "tags": ["dmax", "stage"], "parameters": {"stage": stage.name, **DEFAULT_PARAMETERS},
                "work_pool": WORK_POOL} for stage in STAGES]

@@ -5,9 +5,10 @@ Thin wrappers: every task calls `dmax_core.stages.run_stage` with an MLflow `Tra
 implementation of the stage inside an MLflow run. Nothing here computes anything; change behaviour in
 `dmax_core`, not in a flow.
 
-Deployments (prefect.yaml): `dmax/full-pipeline`, `dmax/scheduled-retrain` (cron, shipped inactive) and
-`dmax-stage/<stage>` for each stage. Parameters are the CLI's: `preset` (a name in params/ or a YAML
-path) and `overrides` (`dotted.key=value` strings); `dmax-stage` also takes `stage`.
+Deployments (prefect.yaml): `dmax/full-pipeline`, `dmax/scheduled-retrain` (cron, shipped inactive),
+`dmax-distill/sharded` (distillation fanned out over workers) and `dmax-stage/<stage>` for each stage.
+Parameters are the CLI's: `preset` (a name in params/ or a YAML path) and `overrides` (`dotted.key=value`
+strings); `dmax-stage` also takes `stage`, `dmax-distill` `shards`.
 
 Tasks pass strings (preset, overrides, MLflow run id), never the config object, so every task run is
 self-contained, JSON-serialisable and visible in the UI. Caching is off: deciding what is up to date
@@ -20,17 +21,20 @@ from dmax_core.env import configure_environment
 
 configure_environment()  # telemetry off and project-local state before prefect/mlflow are imported
 
+import time  # noqa: E402
 from datetime import UTC, datetime  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
-from prefect import flow, get_run_logger, task  # noqa: E402
+from prefect import flow, get_client, get_run_logger, task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
+from prefect.deployments import run_deployment  # noqa: E402
 from prefect.runtime import deployment, flow_run  # noqa: E402
 
 from dmax_core.config import DmaxConfig, load_config  # noqa: E402
 from dmax_core.errors import DmaxError  # noqa: E402
 from dmax_core.stages import STAGES, Stage, get_stage, plan, run_stage  # noqa: E402
+from dmax_core.stages.distill import pending_shards  # noqa: E402
 from dmax_core.tracking import Tracker  # noqa: E402
 
 STAGE_RETRIES = 2
@@ -136,6 +140,39 @@ def stage_flow(stage: str, preset: str = "tiny", overrides: list[str] | None = N
     get_stage(stage)  # fail fast on an unknown stage
     _config(preset, overrides)  # ... and on a bad preset or override
     return STAGE_TASKS[stage](preset, overrides, None)
+
+
+@flow(name="dmax-distill", flow_run_name=_run_name("distill-sharded"), log_prints=True)
+def distill_sharded(preset: str = "tiny", overrides: list[str] | None = None, shards: int = 2) -> dict[str, str]:
+    """Distillation over the work pool: one `dmax-stage/distill` flow run per shard not yet decoded (each a
+    flow run any worker can take, one GPU per worker, retried alone on transient errors), then the merge
+    into one trajectory dataset with its digest. Decoded shards are kept, so a rerun after a failure decodes
+    only the shards that failed."""
+    logger = get_run_logger()
+    sharded = [*(overrides or []), f"distill.shards={shards}"]
+    cfg = _config(preset, sharded)
+    pending = pending_shards(cfg)
+    logger.info("%d of %d shards to decode: %s", len(pending), shards, pending)
+    runs = {index: run_deployment("dmax-stage/distill", timeout=0, as_subflow=True,
+                                  parameters={"stage": "distill", "preset": preset,
+                                              "overrides": [*sharded, f"distill.shard={index}"]})
+            for index in pending}
+    states = {index: _wait_flow_run(run.id) for index, run in runs.items()}
+    failed = sorted(index for index, state in states.items() if state != "COMPLETED")
+    if failed:
+        raise RuntimeError(f"distillation shard(s) {failed} ended {[states[i] for i in failed]}; the other shards "
+                           "are kept: rerun this deployment to decode only these")
+    return STAGE_TASKS["distill"](preset, sharded, None)  # every shard is there: this merges
+
+
+def _wait_flow_run(flow_run_id: Any, poll_seconds: float = 2.0) -> str:
+    """The terminal state type of a flow run (polled through the API)."""
+    with get_client(sync_client=True) as client:
+        while True:
+            state = client.read_flow_run(flow_run_id).state
+            if state is not None and state.is_final():
+                return state.type.value
+            time.sleep(poll_seconds)
 
 
 if __name__ == "__main__":  # python flows/pipeline.py [preset]: run once in-process (ephemeral server)

@@ -10,7 +10,7 @@ import pytest
 
 from dmax_core.bundle import read_provenance
 from dmax_core.config import load_config
-from dmax_core.errors import DataError
+from dmax_core.errors import ConfigError, DataError
 from dmax_core.evaluation.records import Cell, Evaluation, Sample
 from dmax_core.stages import STAGES, get_stage, plan, run_pipeline, run_stage
 from dmax_core.tasks import build_task
@@ -154,3 +154,29 @@ def test_missing_inputs_are_clear_errors(tmp_path):
         run_stage("train", cfg)
     with pytest.raises(DataError, match="metrics file not found"):
         run_stage("report", cfg)
+
+
+def test_sharded_distillation_merges_to_the_unsharded_dataset(tmp_path):
+    """Three shards decoded apart (one alone first, as a worker would) merge into the unsharded parquet, byte
+    for byte; a decoded shard is not decoded again; a shard index outside the shards is a config error."""
+    from dmax_core.stages.distill import pending_shards, shard_problems
+
+    problems = list(range(11))
+    assert [len(shard_problems(problems, i, 3)) for i in range(3)] == [4, 4, 3]
+    assert [p for i in range(3) for p in shard_problems(problems, i, 3)] == problems
+    common = ["model.base_path=tests/assets/tiny-base", "distill.gen_length=48", "distill.n_prompts=10",
+              "distill.batch_size=4"]
+    plain = load_config("smoke", [*common, f"run_dir={tmp_path / 'plain'}"])
+    run_stage("distill", plain)
+    sharded = load_config("smoke", [*common, f"run_dir={tmp_path / 'sharded'}", "distill.shards=3"])
+    one = run_stage("distill", load_config("smoke", [*common, f"run_dir={tmp_path / 'sharded'}", "distill.shards=3",
+                                                     "distill.shard=1"]))
+    assert list(one.outputs) == ["shard-1"] and pending_shards(sharded) == [0, 2]
+    stamp = (one.outputs["shard-1"] / "manifest.json").stat().st_mtime_ns
+    run_stage("distill", sharded)
+    assert pending_shards(sharded) == []
+    assert (one.outputs["shard-1"] / "manifest.json").stat().st_mtime_ns == stamp  # not decoded again
+    parquet = "trajectories/trajectories.parquet"
+    assert (sharded.run_dir / parquet).read_bytes() == (plain.run_dir / parquet).read_bytes()
+    with pytest.raises(ConfigError, match=r"distill\.shard=3 is not one of the 3 shards"):
+        load_config("smoke", ["distill.shards=3", "distill.shard=3"])

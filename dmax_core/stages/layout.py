@@ -15,6 +15,7 @@ from dmax_core.config import MODELS, DmaxConfig
 # Names relative to run_dir (directories, or files inside them).
 BASE = "base"
 TRAJECTORIES = "trajectories"
+TRAJECTORY_SHARDS = "trajectory-shards"
 DMAX = "dmax"
 CONTROL = "control"
 EVAL = "eval"
@@ -67,6 +68,10 @@ class RunLayout:
     def family(model: str) -> str | None:
         """The registry family of a model name (None for `base`, which no stage trains here)."""
         return next((family for family, name in TRAINED_MODELS.items() if name == model), None)
+
+    def trajectory_shard(self, shard: int, shards: int) -> Path:
+        """One shard of a sharded distillation (`distill.shards`), before the merge into `trajectories/`."""
+        return self.run_dir / TRAJECTORY_SHARDS / f"shard-{shard:03d}-of-{shards:03d}"
 
     def checkpoints(self, key: str) -> Path:
         """Resumable training checkpoints of one training run (`pretrain`, `train-oput`, ...)."""

@@ -75,10 +75,12 @@ def wait_for(predicate, timeout: float, interval: float = 2.0, what: str = "cond
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
 
-def run_deployment(platform: LocalPlatform, name: str, preset: str, overrides: list[str]) -> str:
+def run_deployment(platform: LocalPlatform, name: str, preset: str, overrides: list[str], **params: object) -> str:
     """`prefect deployment run NAME --param ...` exactly as a user types it; returns the flow run id."""
+    extra = [arg for key, value in params.items() for arg in ("--param", f"{key}={value}")]
     done = platform.prefect(
-        "deployment", "run", name, "--param", f"preset={preset}", "--param", f"overrides={json.dumps(overrides)}"
+        "deployment", "run", name, "--param", f"preset={preset}", "--param", f"overrides={json.dumps(overrides)}",
+        *extra,
     )
     match = re.search(r"UUID:\s*([0-9a-f-]{36})", done.stdout)
     assert match, f"no flow run id in:\n{done.stdout}\n{done.stderr}"

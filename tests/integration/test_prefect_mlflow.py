@@ -10,12 +10,15 @@ retries and without touching the existing outputs. Servers are stopped in the fi
 from __future__ import annotations
 
 import hashlib
+import shutil
 import urllib.parse
 from pathlib import Path
 
 import pytest
 from platform_helpers import FAST_SMOKE, REPO, flow_run_logs, http_json, run_deployment, wait_flow_run
 
+from dmax_core.config import load_config
+from dmax_core.stages import run_stage
 from flows.servers import LocalPlatform, free_port, stop_process_tree
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]
@@ -146,3 +149,36 @@ def test_corrupt_trajectories_fail_the_flow_run_in_words(platform, pipeline):
     failed = search_runs(platform, experiment["experiment_id"], "attributes.status = 'FAILED'")
     errors = [t["value"] for r in failed for t in r["data"]["tags"] if t["key"] == "dmax.error"]
     assert any("corrupt" in e for e in errors), errors
+
+
+def test_sharded_distillation_fans_out_over_the_pool_and_merges(platform, tmp_path):
+    """`dmax-distill/sharded` with 2 shards: two `dmax-stage/distill` flow runs taken by the worker, then the
+    merge; the merged dataset is byte for byte the unsharded one. A rerun decodes nothing; with one shard
+    removed (a failed shard), a rerun decodes only that one."""
+    base = ["model.base_path=" + str(REPO / "tests" / "assets" / "tiny-base"), "distill.gen_length=48",
+            "distill.n_prompts=12", "distill.batch_size=4"]
+    run_dir = tmp_path / "sharded"
+    overrides = [*base, f"run_dir={run_dir}"]
+
+    def run_sharded() -> str:
+        flow_run_id = run_deployment(platform, "dmax-distill/sharded", "smoke", overrides, shards=2)
+        flow_run = wait_flow_run(platform, flow_run_id)
+        assert flow_run["state"]["type"] == "COMPLETED", flow_run_logs(platform, flow_run_id)
+        return flow_run_logs(platform, flow_run_id)
+
+    logs = run_sharded()
+    assert "2 of 2 shards to decode: [0, 1]" in logs
+    shards = sorted((run_dir / "trajectory-shards").iterdir())
+    assert [s.name for s in shards] == ["shard-000-of-002", "shard-001-of-002"]
+    plain = load_config("smoke", [*base, f"run_dir={tmp_path / 'plain'}"])
+    run_stage("distill", plain)
+    merged = (run_dir / "trajectories" / "trajectories.parquet").read_bytes()
+    assert merged == (plain.run_dir / "trajectories" / "trajectories.parquet").read_bytes()
+
+    stamps = {s.name: (s / "manifest.json").stat().st_mtime_ns for s in shards}
+    assert "0 of 2 shards to decode" in run_sharded()
+    assert {s.name: (s / "manifest.json").stat().st_mtime_ns for s in shards} == stamps
+    shutil.rmtree(shards[1])  # as if that shard's worker had failed
+    assert "1 of 2 shards to decode: [1]" in run_sharded()
+    assert (shards[0] / "manifest.json").stat().st_mtime_ns == stamps["shard-000-of-002"]
+    assert (run_dir / "trajectories" / "trajectories.parquet").read_bytes() == merged
