@@ -184,6 +184,22 @@ class TrainConfig(_Strict):
     checkpoint_every: int = Field(0, ge=0)
     log_every: int = Field(10, ge=1)
     seed: int = 42
+    # Under a distributed launch: shard the model by decoder layer with FSDP2 (`training/sharding.py`),
+    # compute in bf16 with fp32 master weights (`mixed_precision: bf16`), keep the shards on the CPU,
+    # recompute each layer's activations in the backward pass.
+    fsdp: bool = False
+    mixed_precision: Literal["no", "bf16"] = "no"
+    cpu_offload: bool = False
+    activation_checkpointing: bool = False
+
+    @model_validator(mode="after")
+    def _sharding_options_need_fsdp(self) -> TrainConfig:
+        used = [name for name in ("cpu_offload", "activation_checkpointing") if getattr(self, name)]
+        if self.mixed_precision != "no":
+            used.append("mixed_precision")
+        if used and not self.fsdp:
+            raise ValueError(f"{', '.join(used)} apply to sharded training: set fsdp: true as well")
+        return self
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:

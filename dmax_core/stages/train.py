@@ -7,6 +7,8 @@ checkpoint is a registry candidate of its objective's family.
 
 from __future__ import annotations
 
+import torch
+
 from dmax_core.bundle import load_bundle, save_bundle
 from dmax_core.config import DmaxConfig
 from dmax_core.files import checksums_digest
@@ -24,7 +26,10 @@ def train(cfg: DmaxConfig, logger: MetricLogger) -> StageResult:
     objective = cfg.train.objective
     setup(cfg, "train")
     trajectories = load_trajectories(layout.path(TRAJECTORIES))
-    model, tokenizer = load_bundle(layout.path(BASE))
+    # bf16 mixed precision keeps fp32 master weights: a bf16 checkpoint (LLaDA2.0-mini) is widened on load.
+    # Every process loads the whole checkpoint before sharding (host RAM: processes x weights).
+    model, tokenizer = load_bundle(layout.path(BASE),
+                                   dtype=torch.float32 if cfg.train.mixed_precision == "bf16" else None)
     data = duplicate_for_oput(
         encode_conversations(tokenizer, trajectories.pairs, cfg.train.max_seq_len, labelled_pads(cfg, cfg.train))
     )
@@ -40,7 +45,7 @@ def train(cfg: DmaxConfig, logger: MetricLogger) -> StageResult:
                   "resumed_from": result.resumed_from,
                   "dataset_digest": trajectories.digest, "preset": cfg.preset}
     name = layout.trained_model(objective)
-    out = save_bundle(model, tokenizer, layout.model(name), provenance)
+    out = save_bundle(result.model or model, tokenizer, layout.model(name), provenance)
     return StageResult(
         stage="train",
         outputs={name: out},

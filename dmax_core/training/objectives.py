@@ -29,8 +29,12 @@ def on_policy_rollout(
     flags: torch.Tensor,
     mask_id: int,
     layout: TrainingLayout,
+    always_forward: bool = False,
 ) -> torch.Tensor:
     """Return `noisy` with every MASK of flagged rows replaced by the current model's argmax (spec §2.2.3).
+
+    `always_forward`: run a (discarded) forward even without flagged rows. A sharded (FSDP) model gathers
+    its weights in every forward, collectively, so every process must run the same number of forwards.
 
     Only the positions `layout` keeps are rolled out; with a trimmed layout the others carry no label
     and are read by no kept query, so leaving them masked changes nothing.
@@ -40,6 +44,13 @@ def on_policy_rollout(
     taken over the full vocabulary, MASK included, as the official code does (spec B.3).
     """
     if not bool(flags.any()):
+        if always_forward:
+            was_training = model.training
+            model.eval()
+            try:
+                forward_noisy_half(model, noisy[:1], clean[:1], layout)
+            finally:
+                model.train(was_training)
         return noisy
     was_training = model.training
     model.eval()

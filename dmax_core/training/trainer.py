@@ -15,11 +15,12 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
-from accelerate import Accelerator, DistributedDataParallelKwargs
 from tqdm.auto import tqdm
 
+from accelerate import Accelerator, DistributedDataParallelKwargs
 from dmax_core.config import TrainConfig
 from dmax_core.diffusion import (
     IGNORE_INDEX,
@@ -34,6 +35,13 @@ from dmax_core.training.checkpoint import found_fingerprint, latest_checkpoint, 
 from dmax_core.training.data import ConversationTensors
 from dmax_core.training.objectives import on_policy_rollout, training_loss
 from dmax_core.training.schedule import learning_rate_at
+from dmax_core.training.sharding import (
+    full_model,
+    load_optimizer_state,
+    optimizer_state_by_name,
+    plain_optimizer_state,
+    shard_model,
+)
 
 
 @dataclass
@@ -43,6 +51,8 @@ class TrainResult:
     seconds: float
     resumed_from: int = 0
     loss_history: list[tuple[int, float]] = field(default_factory=list)
+    # The trained model: the one passed in, or under FSDP a plain copy with the full weights (rank 0).
+    model: torch.nn.Module | None = None
 
 
 def total_steps_for(cfg: TrainConfig, num_examples: int) -> int:
@@ -112,7 +122,26 @@ def train_model(
         else:
             warnings.warn(f"ignoring checkpoint {found}: it belongs to a run with other settings or data",
                           stacklevel=2)
-    model, optimizer = accelerator.prepare(model, optimizer)
+    names = [name for name, _ in model.named_parameters()]
+    config = getattr(model, "config", None)
+
+    def template() -> torch.nn.Module:  # a plain CPU model of the same architecture, for gathered weights
+        return type(model)(config)
+
+    fsdp = cfg.fsdp and accelerator.num_processes > 1
+    if cfg.fsdp and not fsdp:
+        warnings.warn("train.fsdp needs a distributed launch with more than one process; training unsharded",
+                      stacklevel=2)
+    if fsdp:  # shard the (possibly resumed) weights, then give the sharded optimizer the resumed state
+        resumed_state = optimizer.state_dict() if start_step else None
+        shard_model(model, device, cfg.mixed_precision, cfg.cpu_offload, cfg.activation_checkpointing)
+        optimizer = torch.optim.AdamW(
+            model.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay
+        )
+        if resumed_state is not None:
+            load_optimizer_state(model, optimizer, resumed_state, names)
+    else:
+        model, optimizer = accelerator.prepare(model, optimizer)
     model.train()
 
     rank, world = accelerator.process_index, accelerator.num_processes
@@ -149,10 +178,13 @@ def train_model(
             layouts[span] = training_layout(seq_len, block_length, span, device=device)
         layout = layouts[span]
         if cfg.objective == "oput":
-            noisy = on_policy_rollout(model, noisy, clean, batch.flags.to(device), mask_id, layout)
+            noisy = on_policy_rollout(model, noisy, clean, batch.flags.to(device), mask_id, layout,
+                                      always_forward=fsdp)
         loss = training_loss(model, noisy, clean, labels, layout)
         accelerator.backward(loss)
         grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        if hasattr(grad_norm, "full_tensor"):  # a sharded model's norm is a DTensor
+            grad_norm = grad_norm.full_tensor()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
@@ -171,17 +203,35 @@ def train_model(
                 )
         if checkpoint_dir is not None and cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0:
             accelerator.wait_for_everyone()
-            if accelerator.is_main_process:
-                save_checkpoint(
-                    checkpoint_dir, step + 1, accelerator.unwrap_model(model), optimizer,
-                    {"total_steps": total_steps, "loss_history": history, "fingerprint": fingerprint},
-                )
+            extra = {"total_steps": total_steps, "loss_history": history, "fingerprint": fingerprint}
+            if fsdp:  # every process takes part in the gathers; rank 0 writes a one-process checkpoint
+                whole, whole_optimizer = _gathered(model, optimizer, names, template)
+                if whole is not None:
+                    save_checkpoint(checkpoint_dir, step + 1, whole, whole_optimizer, extra)
+            elif accelerator.is_main_process:
+                save_checkpoint(checkpoint_dir, step + 1, accelerator.unwrap_model(model), optimizer, extra)
     bar.close()
-    model.eval()
+    trained = accelerator.unwrap_model(model)  # the module itself, not a DDP wrapper
+    if fsdp:  # the full trained weights on rank 0, in a plain model (the bundle writes official names)
+        trained = full_model(model, template()) or model
+    trained.eval()
     return TrainResult(
         steps=total_steps,
         final_loss=history[-1][1] if history else loss_value,
         seconds=time.perf_counter() - started,
         resumed_from=start_step,
         loss_history=history,
+        model=trained,
     )
+
+
+def _gathered(model: torch.nn.Module, optimizer: torch.optim.Optimizer, names: list[str],
+              template: Any) -> tuple[torch.nn.Module | None, torch.optim.Optimizer | None]:
+    """Collective: on rank 0, a plain model and optimizer holding the full state of a sharded pair."""
+    by_name = optimizer_state_by_name(model, optimizer)
+    whole = full_model(model, template())
+    if whole is None:
+        return None, None
+    plain = torch.optim.AdamW(whole.parameters())
+    plain.load_state_dict(plain_optimizer_state(by_name, names))
+    return whole, plain
