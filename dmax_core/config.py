@@ -188,6 +188,8 @@ class TrainConfig(_Strict):
     # compute in bf16 with fp32 master weights (`mixed_precision: bf16`), keep the shards on the CPU,
     # recompute each layer's activations in the backward pass.
     fsdp: bool = False
+    # Micro-batches per step: each process's rows of the step, a part at a time (same result, less memory).
+    grad_accumulation: int = Field(1, ge=1)
     mixed_precision: Literal["no", "bf16"] = "no"
     cpu_offload: bool = False
     activation_checkpointing: bool = False

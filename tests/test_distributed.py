@@ -1,7 +1,8 @@
 """Training under a distributed launcher on this CPU machine: 2 processes (gloo, through `accelerate launch`),
-data-parallel (DDP) or sharded by decoder layer (FSDP2, `train.fsdp=true`), give the weights and loss of 1
-process with the same global batch, and a 2-process run killed with SIGKILL and restarted ends with the
-weights of an uninterrupted one; a bf16 mixed-precision FSDP run trains to a finite loss.
+data-parallel (DDP) or sharded by decoder layer (FSDP2, `train.fsdp=true`), with or without activation
+checkpointing and gradient accumulation, give the weights and loss of 1 process with the same global batch;
+a 2-process run killed with SIGKILL and restarted ends with the weights of an uninterrupted one; a bf16
+mixed-precision FSDP run trains to a finite loss.
 
 Why the first can hold to float rounding: every process draws the whole global batch and its noise from
 (seed, step) and takes its own rows (`training.trainer`), the loss is a mean over sequences, and DDP
@@ -76,8 +77,11 @@ def _max_difference(a: dict, b: dict) -> float:
 
 
 MODES = {"ddp": [], "fsdp": ["train.fsdp=true"]}
-# Activation checkpointing recomputes the same forward: the same weights to float rounding.
-EQUIVALENT = {**MODES, "fsdp+checkpointing": ["train.fsdp=true", "train.activation_checkpointing=true"]}
+# Activation checkpointing recomputes the same forward and gradient accumulation sums the same per-row
+# gradients a micro-batch at a time: the same weights to float rounding.
+EQUIVALENT = {**MODES, "ddp+accumulation": ["train.grad_accumulation=2"],
+              "fsdp+checkpointing+accumulation": ["train.fsdp=true", "train.activation_checkpointing=true",
+                                                  "train.grad_accumulation=2"]}
 
 
 @pytest.mark.parametrize("mode", EQUIVALENT)
@@ -85,7 +89,8 @@ def test_two_processes_train_like_one(distilled, tmp_path, mode):
     one = _copy(distilled, tmp_path / "one")
     two = _copy(distilled, tmp_path / "two")
     _train(one, processes=1, port=0)
-    _train(two, *EQUIVALENT[mode], processes=2, port={"ddp": 29541, "fsdp": 29551}.get(mode, 29571))
+    ports = {"ddp": 29541, "fsdp": 29551, "ddp+accumulation": 29571, "fsdp+checkpointing+accumulation": 29581}
+    _train(two, *EQUIVALENT[mode], processes=2, port=ports[mode])
     assert _max_difference(_weights(one), _weights(two)) <= 1e-6
     loss = [json.loads((run / "dmax" / "dmax_bundle.json").read_text())["final_loss"] for run in (one, two)]
     assert loss[1] == pytest.approx(loss[0], rel=1e-6)

@@ -13,6 +13,8 @@ import hashlib
 import math
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -168,20 +170,30 @@ def train_model(
         ratios = sample_mask_ratios(len(index), cfg.noise_low, cfg.noise_high, noise_rng)
         noisy = add_noise(global_batch.clean_ids, global_batch.prompt_lengths, ratios, mask_id, noise_rng)
         rows = torch.arange(len(index))[rank::world]
-        batch, noisy = data.select(index[rows]), noisy[rows].to(device)
-        clean, labels = batch.clean_ids.to(device), batch.labels.to(device)
-        if cfg.loss_positions == "masked":  # decided on the noise, before any rollout fills the masks
-            labels = torch.where(noisy == mask_id, labels, torch.full_like(labels, IGNORE_INDEX))
-        # Skip the blocks that cannot touch the loss (exact; see diffusion.training_layout).
-        span = labelled_block_span(labels, block_length)
-        if span not in layouts:
-            layouts[span] = training_layout(seq_len, block_length, span, device=device)
-        layout = layouts[span]
-        if cfg.objective == "oput":
-            noisy = on_policy_rollout(model, noisy, clean, batch.flags.to(device), mask_id, layout,
-                                      always_forward=fsdp)
-        loss = training_loss(model, noisy, clean, labels, layout)
-        accelerator.backward(loss)
+        parts = rows.tensor_split(cfg.grad_accumulation)
+        if any(len(part) == 0 for part in parts):
+            raise ValueError(f"train.grad_accumulation={cfg.grad_accumulation} is more than the {len(rows)} rows "
+                             "each process takes per step (batch_size / processes)")
+        loss = torch.zeros((), device=device)
+        for number, part in enumerate(parts):
+            with _gradient_sync(model, accelerator, fsdp, enabled=number == len(parts) - 1):
+                batch, part_noisy = data.select(index[part]), noisy[part].to(device)
+                clean, labels = batch.clean_ids.to(device), batch.labels.to(device)
+                if cfg.loss_positions == "masked":  # decided on the noise, before any rollout fills the masks
+                    labels = torch.where(part_noisy == mask_id, labels, torch.full_like(labels, IGNORE_INDEX))
+                # Skip the blocks that cannot touch the loss (exact; see diffusion.training_layout).
+                span = labelled_block_span(labels, block_length)
+                if span not in layouts:
+                    layouts[span] = training_layout(seq_len, block_length, span, device=device)
+                layout = layouts[span]
+                if cfg.objective == "oput":
+                    part_noisy = on_policy_rollout(model, part_noisy, clean, batch.flags.to(device), mask_id, layout,
+                                                   always_forward=fsdp)
+                part_loss = training_loss(model, part_noisy, clean, labels, layout)
+                if len(parts) > 1:  # the mean over sequences of the whole step, a micro-batch at a time
+                    part_loss = part_loss * (len(part) / len(rows))
+                accelerator.backward(part_loss)
+                loss = loss + part_loss.detach()
         grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         if hasattr(grad_norm, "full_tensor"):  # a sharded model's norm is a DTensor
             grad_norm = grad_norm.full_tensor()
@@ -223,6 +235,22 @@ def train_model(
         loss_history=history,
         model=trained,
     )
+
+
+@contextmanager
+def _gradient_sync(model: torch.nn.Module, accelerator: Accelerator, fsdp: bool, enabled: bool) -> Iterator[None]:
+    """Reduce gradients across processes only in the last micro-batch of a step (gradient accumulation)."""
+    if enabled or accelerator.num_processes == 1:
+        yield
+    elif fsdp:
+        model.set_requires_gradient_sync(False)
+        try:
+            yield
+        finally:
+            model.set_requires_gradient_sync(True)
+    else:
+        with accelerator.no_sync(model):
+            yield
 
 
 def _gathered(model: torch.nn.Module, optimizer: torch.optim.Optimizer, names: list[str],
