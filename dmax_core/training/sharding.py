@@ -4,13 +4,12 @@ Why FSDP and not DDP for real models: DDP keeps a full copy of the weights, grad
 every process (about 248 GiB for LLaDA2.0-mini, benchmarks/train_memory.py); FSDP keeps 1/N of each and
 gathers one decoder layer's weights at a time. `train.fsdp=true` turns it on (it needs a launch with more
 than one process); `train.mixed_precision=bf16` computes in bf16 with fp32 master weights and fp32
-gradient reduction; `train.cpu_offload=true` keeps the shards on the CPU; `train.activation_checkpointing=true`
-recomputes each decoder layer's activations in the backward pass. There is no gradient accumulation: each
-process takes `batch_size / world_size` rows per step (dFactory's OPUT run: global batch 8 on 8 GPUs, one
-row each).
+gradient reduction; `train.cpu_offload=true` keeps a GPU run's shards on the CPU (GPU runs only, not
+tested here); `train.activation_checkpointing=true` recomputes each decoder layer's activations in the
+backward pass. Gradient accumulation (`train.grad_accumulation`) is the trainer's, for DDP and FSDP alike.
 
 Checkpoints stay what they are without FSDP: rank 0 gathers the full weights and the full optimizer state
-and writes the same safetensors checkpoint a one-process run writes (`full_model`, `full_optimizer_state`),
+and writes the same safetensors checkpoint a one-process run writes (`full_model`, `optimizer_state_by_name`),
 so a run can resume under any world size, and the final bundle has the official tensor names.
 """
 
@@ -20,6 +19,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from dmax_core.errors import ConfigError
 
 __all__ = ["full_model", "load_optimizer_state", "optimizer_state_by_name", "shard_model"]
 
@@ -44,6 +45,9 @@ def shard_model(model: nn.Module, device: torch.device, mixed_precision: str, cp
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
 
+    if cpu_offload and device.type == "cpu":
+        raise ConfigError("train.cpu_offload keeps a GPU run's shards on the CPU; this run has no GPU "
+                          "(its shards are on the CPU already): set train.cpu_offload=false")
     for module in model.modules():  # every expert in every backward (see `moe.LLaDA2MoeSparseMoeBlock`)
         if hasattr(module, "every_expert_in_graph"):
             module.every_expert_in_graph = True
