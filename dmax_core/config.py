@@ -190,14 +190,15 @@ class TrainConfig(_Strict):
     fsdp: bool = False
     # Micro-batches per step: each process's rows of the step, a part at a time (same result, less memory).
     grad_accumulation: int = Field(1, ge=1)
-    mixed_precision: Literal["no", "bf16"] = "no"
+    # "fp32", not "no": YAML 1.1 reads an unquoted `no` (as DVC writes params.yaml back) as false.
+    mixed_precision: Literal["fp32", "bf16"] = "fp32"
     cpu_offload: bool = False
     activation_checkpointing: bool = False
 
     @model_validator(mode="after")
     def _sharding_options_need_fsdp(self) -> TrainConfig:
         used = [name for name in ("cpu_offload", "activation_checkpointing") if getattr(self, name)]
-        if self.mixed_precision != "no":
+        if self.mixed_precision != "fp32":
             used.append("mixed_precision")
         if used and not self.fsdp:
             raise ValueError(f"{', '.join(used)} apply to sharded training: set fsdp: true as well")
