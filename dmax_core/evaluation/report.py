@@ -135,10 +135,15 @@ def plot_tradeoff(cells: Sequence[Cell], headline: Headline | None, path: Path, 
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8, framealpha=0.85)
+    return save_png(fig, path, dpi=120)
+
+
+def save_png(fig: plt.Figure, path: Path, dpi: int) -> Path:
+    """Lay out `fig`, write it to `path` atomically as PNG and close it (the one copy for every picture)."""
     fig.tight_layout()
     try:
         with atomic_file(path) as tmp:
-            fig.savefig(tmp, dpi=120, format="png")
+            fig.savefig(tmp, dpi=dpi, format="png")
     finally:
         plt.close(fig)
     return path

@@ -16,7 +16,6 @@ from typing import Any
 import torch
 
 from dmax_core.decoding import BlockPolicy, StepRecord, generate
-from dmax_core.files import atomic_file
 from dmax_core.tasks import Problem, Task
 from dmax_core.tokenizer import encode, render_prompt
 
@@ -62,6 +61,8 @@ def plot_trace(trace: dict[str, Any], path: Path, title: str) -> Path:
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
 
+    from dmax_core.evaluation.report import save_png  # matplotlib only when a picture is drawn
+
     blocks = trace["blocks"]
     heights = [max(1, len(b["steps"])) for b in blocks] or [1]
     width = max((len(b["steps"][0]["tokens"]) for b in blocks if b["steps"]), default=1)
@@ -86,10 +87,4 @@ def plot_trace(trace: dict[str, Any], path: Path, title: str) -> Path:
         ax.set_xticks([])
         fig.colorbar(image, ax=ax, fraction=0.02, pad=0.01, label="confidence")
     axes[0, 0].set_title(title + "  (red: changed in this step)", fontsize=9)
-    fig.tight_layout()
-    try:
-        with atomic_file(path) as tmp:
-            fig.savefig(tmp, dpi=110, format="png")
-    finally:
-        plt.close(fig)
-    return path
+    return save_png(fig, path, dpi=110)
