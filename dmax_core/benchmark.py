@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from dmax_core.config import DmaxConfig, load_config
+from dmax_core.config import DmaxConfig, ObjectiveConfig, load_config
 from dmax_core.evaluation.criteria import summarize_seeds
 from dmax_core.evaluation.records import Cell, Evaluation
 from dmax_core.evaluation.report import markdown_table, plot_tradeoff, sweep_table
@@ -41,7 +41,7 @@ def run_seed(cfg: DmaxConfig, reuse: bool = False) -> Evaluation:
     run_stage("pretrain", cfg)
     run_stage("distill", cfg)
     run_stage("train", cfg)
-    control = cfg.model_copy(update={"train": cfg.train.model_copy(update={"objective": "sft"})})
+    control = cfg.model_copy(update={"train": cfg.train.model_copy(update={"objective": ObjectiveConfig(name="sft")})})
     run_stage("train", control)
     evaluation = run_stage("evaluate", cfg).evaluation
     run_stage("report", cfg)

@@ -24,8 +24,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from dmax_core.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-# The checkpoints a run holds: the base model, the OPUT model and the plain-SFT control.
-MODELS: tuple[str, ...] = ("base", "dmax", "control")
 
 
 class _Strict(BaseModel):
@@ -42,6 +40,19 @@ def _tasks():
     from dmax_core.tasks import TASKS
 
     return TASKS
+
+
+def _objectives():
+    from dmax_core.training.objectives import OBJECTIVES  # torch: only when a config is validated
+
+    return OBJECTIVES
+
+
+def model_names() -> tuple[str, ...]:
+    """The models a run can hold: `base`, then the checkpoint each registered training objective writes
+    (`dmax` for OPUT, `control` for SFT, ...), in registry order."""
+    objectives = _objectives()
+    return ("base", *dict.fromkeys(objectives.get(name).checkpoint for name in objectives.names()))
 
 
 class TaskConfig(BaseModel):
@@ -156,13 +167,46 @@ class ModelConfig(_Strict):
     rms_norm_eps: float = Field(1e-6, gt=0)
 
 
+class ObjectiveConfig(BaseModel):
+    """The training objective (`dmax_core.training.objectives`) by name; every other key is one of its knobs.
+
+    A bare name is accepted (`train.objective=sft`), as are `train.objective.name=...` and knob overrides;
+    the resolved config lists every knob with its value."""
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+    name: str = "sft"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_name(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _knobs(self) -> ObjectiveConfig:
+        objectives = _objectives()
+        knobs = objectives.resolve(self.name, dict(self.model_extra or {}))  # unknown name or knob: ValueError
+        objectives.build(self.name, knobs)  # the objective's own checks of the values
+        self.__pydantic_extra__ = knobs
+        return self
+
+    @property
+    def knobs(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+    @staticmethod
+    def dynamic_keys() -> list[str]:
+        objectives = _objectives()
+        return sorted({knob for name in objectives.names() for knob in objectives.knobs(name)})
+
+
 class TrainConfig(_Strict):
-    """One trainer, two objectives: block-diffusion SFT (`sft`) and On-Policy Uniform Training (`oput`).
+    """One trainer for every registered objective: block-diffusion SFT (`sft`), On-Policy Uniform Training
+    (`oput`), ... (`train.objective`, `dmax_core.training.objectives`).
 
     Defaults follow spec §2.3 where they make sense at tiny scale; presets change lr/steps.
     """
 
-    objective: Literal["sft", "oput"] = "sft"
+    objective: ObjectiveConfig = Field(default_factory=ObjectiveConfig)
     steps: int | None = Field(None, ge=1)
     epochs: float | None = Field(None, gt=0)
     batch_size: int = Field(32, ge=1)
@@ -274,16 +318,17 @@ class EvaluateConfig(_Strict):
             raise ValueError(f"thresholds must lie in [0, 1], got {bad}")
         if not self.thresholds or not self.models or not self.decoders:
             raise ValueError("models, decoders and thresholds must be non-empty")
-        unknown = [m for m in self.models if m not in MODELS]
+        models = model_names()
+        unknown = [m for m in self.models if m not in models]
         if unknown:
-            raise ValueError(f"unknown model(s) {unknown}; known: {', '.join(MODELS)}")
+            raise ValueError(f"unknown model(s) {unknown}; known: {', '.join(models)}")
         for decoder in self.decoders:
             _check_decoder(decoder)
         for decoder in (d for decoders in self.decoders_of.values() for d in decoders):
             _check_decoder(decoder)
-        unknown = [m for m in [*self.checkpoints, *self.decoders_of] if m not in MODELS]
+        unknown = [m for m in [*self.checkpoints, *self.decoders_of] if m not in models]
         if unknown:
-            raise ValueError(f"checkpoints/decoders_of name unknown model(s) {unknown}; known: {', '.join(MODELS)}")
+            raise ValueError(f"checkpoints/decoders_of name unknown model(s) {unknown}; known: {', '.join(models)}")
         names = [t.name for t in self.tasks]
         if len(set(names)) != len(names):
             raise ValueError(f"tasks lists a benchmark twice: {names}")
@@ -330,11 +375,19 @@ class DmaxConfig(_Strict):
     task: TaskConfig = Field(default_factory=TaskConfig)
     model: ModelConfig = ModelConfig()
     decoding: DecodingConfig = Field(default_factory=DecodingConfig)
-    pretrain: TrainConfig = TrainConfig(objective="sft", steps=1000)
+    pretrain: TrainConfig = Field(default_factory=lambda: TrainConfig(objective="sft", steps=1000))
     distill: DistillConfig = DistillConfig()
-    train: TrainConfig = TrainConfig(objective="oput", epochs=1.0)
+    train: TrainConfig = Field(default_factory=lambda: TrainConfig(objective="oput", epochs=1.0))
     evaluate: EvaluateConfig = EvaluateConfig()
     report: ReportConfig = ReportConfig()
+
+    @model_validator(mode="after")
+    def _pretraining_starts_from_scratch(self) -> DmaxConfig:
+        objective = _objectives().get(self.pretrain.objective.name)
+        if not objective.from_scratch:
+            raise ValueError(f"pretrain.objective={objective.name!r} fine-tunes an existing model, it cannot train a "
+                             "base from random weights: pretrain with sft, and use it in train.objective")
+        return self
 
     @model_validator(mode="after")
     def _compile_decodes_one_row_at_a_time(self) -> DmaxConfig:

@@ -10,7 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from dmax_core.config import MODELS, DmaxConfig
+from dmax_core.config import DmaxConfig, model_names
+from dmax_core.training.objectives import checkpoint_names
 
 # Names relative to run_dir (directories, or files inside them).
 BASE = "base"
@@ -29,11 +30,12 @@ TRADEOFF_PLOT = f"{REPORT}/tradeoff.png"
 TRADEOFF_DATA = f"{REPORT}/tradeoff.json"
 CHECKPOINTS = "checkpoints"
 
-# The checkpoint directory of each model name the config accepts (`config.MODELS`).
-MODEL_DIRS = {"base": BASE, "dmax": DMAX, "control": CONTROL}
-assert tuple(MODEL_DIRS) == MODELS, "every model name in config.MODELS needs a directory here"
+# The checkpoint directory of each model name the config accepts (`config.model_names`): `base/`, and for
+# every registered training objective the directory named after the checkpoint it writes (`dmax/`, ...).
+MODEL_DIRS = {name: name for name in model_names()}
+assert MODEL_DIRS[BASE] == BASE and MODEL_DIRS[DMAX] == DMAX and MODEL_DIRS[CONTROL] == CONTROL
 # The registry family (training objective) of each model `train` writes.
-TRAINED_MODELS = {"oput": DMAX, "sft": CONTROL}
+TRAINED_MODELS = checkpoint_names()
 
 
 @dataclass(frozen=True)

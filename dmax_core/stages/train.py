@@ -1,8 +1,9 @@
 """`train`: fine-tune the base model on its own trajectories -> the DMax checkpoint (OPUT, spec §2).
 
-With `train.objective=sft` the same duplicated data and steps train the plain masked objective instead:
-the self-distillation-only control, written to `control/` so it never replaces `dmax/`. Either way the
-checkpoint is a registry candidate of its objective's family.
+The objective is `train.objective` (a registered `training.objectives.Objective`); its checkpoint goes to
+the directory the objective names. With `train.objective=sft` the same duplicated data and steps train the
+plain masked objective: the self-distillation-only control, written to `control/` so it never replaces
+`dmax/`. Either way the checkpoint is a registry candidate of its objective's family.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from dmax_core.trajectories import load_trajectories
 
 
 def train(cfg: DmaxConfig, logger: MetricLogger) -> StageResult:
-    """Train `train.objective` on `trajectories/` from `base/` -> `dmax/` (oput) or `control/` (sft)."""
+    """Train `train.objective` on `trajectories/` from `base/` -> its checkpoint (`dmax/` for oput, `control/`
+    for sft)."""
     layout = RunLayout.of(cfg)
-    objective = cfg.train.objective
+    objective = cfg.train.objective.name
     setup(cfg, "train")
     trajectories = load_trajectories(layout.path(TRAJECTORIES))
     # bf16 mixed precision keeps fp32 master weights: a bf16 checkpoint (LLaDA2.0-mini) is widened on load.

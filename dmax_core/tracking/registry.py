@@ -20,16 +20,13 @@ from dmax_core.evaluation.records import Headline
 from dmax_core.evaluation.rules import ChampionDecision, Standing, beats_champion
 from dmax_core.results import ModelCandidate
 from dmax_core.tracking.store import safe_name
+from dmax_core.training.objectives import OBJECTIVES
 
 CANDIDATE_ALIAS = "candidate"
 CHAMPION_ALIAS = "champion"
 # The family whose versions compete for `champion`: the headline's DMax cell is the OPUT model.
 CHAMPION_FAMILY = "oput"
 DIGEST_TAG = "dmax.checkpoint_sha256"
-_DESCRIPTIONS = {
-    "oput": "OPUT-trained DMax checkpoints of the `{preset}` preset (dmax train).",
-    "sft": "Plain block-diffusion fine-tuning controls of the `{preset}` preset (dmax train train.objective=sft).",
-}
 
 
 def registered_model_name(preset: str, family: str) -> str:
@@ -42,8 +39,8 @@ def register_candidate(client: MlflowClient, preset: str, run_id: str, candidate
     """Register `runs:/<run_id>/<candidate.output>` and point `candidate` at it; returns (name, version)."""
     name = registered_model_name(preset, candidate.family)
     try:
-        client.create_registered_model(
-            name, description=_DESCRIPTIONS.get(candidate.family, "dmax checkpoints").format(preset=preset))
+        client.create_registered_model(name, description=OBJECTIVES.get(candidate.family).description.format(
+            preset=preset))
     except MlflowException as exc:
         if exc.error_code != "RESOURCE_ALREADY_EXISTS":
             raise

@@ -1,8 +1,9 @@
 """The one training loop of dmax: AdamW, warmup + cosine, clipping, checkpoints, resume, progress.
 
-It runs both objectives (`sft`: plain block-diffusion masking; `oput`: on-policy rollout for the
-flagged rows, spec §2.2) on the same [noisy; clean] layout. `accelerate` owns device placement,
-backward and gradient clipping so the same loop scales to several processes; each process takes
+It runs every registered objective (`training.objectives`: `sft`, plain block-diffusion masking; `oput`,
+on-policy rollout for the flagged rows, spec §2.2; ...) on the same [noisy; clean] layout: the objective
+returns named loss terms, the loop sums them, back-propagates the sum and logs each term. `accelerate`
+owns device placement, backward and gradient clipping so the same loop scales to several processes; each process takes
 its share of every global batch. Batches and noise are pure functions of (seed, step), so a resumed
 run sees exactly the batches an uninterrupted run would have seen.
 """
@@ -35,7 +36,7 @@ from dmax_core.diffusion import (
 from dmax_core.metric_logger import MetricLogger, NullLogger
 from dmax_core.training.checkpoint import found_fingerprint, latest_checkpoint, load_checkpoint, save_checkpoint
 from dmax_core.training.data import ConversationTensors
-from dmax_core.training.objectives import on_policy_rollout, training_loss
+from dmax_core.training.objectives import ObjectiveBatch, build_objective
 from dmax_core.training.schedule import learning_rate_at
 from dmax_core.training.sharding import (
     full_model,
@@ -109,6 +110,8 @@ def train_model(
     accelerator = Accelerator(cpu=not torch.cuda.is_available(),
                               kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
     total_steps = total_steps_for(cfg, len(data))
+    objective = build_objective(cfg.objective.name, cfg.objective.knobs)
+    objective.setup(model)  # on the starting weights: before a checkpoint is resumed or the model sharded
     seq_len = data.clean_ids.shape[1]
     device = accelerator.device
     layouts: dict[tuple[int, int] | None, TrainingLayout] = {}  # one trimmed layout per labelled block span
@@ -149,6 +152,7 @@ def train_model(
     rank, world = accelerator.process_index, accelerator.num_processes
     started = time.perf_counter()
     window: list[float] = []
+    term_window: dict[str, list[float]] = {}  # each loss term and statistic, averaged like the loss
     loss_value = float("nan")
     bar = tqdm(
         range(start_step, total_steps),
@@ -175,6 +179,7 @@ def train_model(
             raise ValueError(f"train.grad_accumulation={cfg.grad_accumulation} is more than the {len(rows)} rows "
                              "each process takes per step (batch_size / processes)")
         loss = torch.zeros((), device=device)
+        step_terms: dict[str, float] = {}
         for number, part in enumerate(parts):
             with _gradient_sync(model, accelerator, fsdp, enabled=number == len(parts) - 1):
                 batch, part_noisy = data.select(index[part]), noisy[part].to(device)
@@ -186,14 +191,18 @@ def train_model(
                 if span not in layouts:
                     layouts[span] = training_layout(seq_len, block_length, span, device=device)
                 layout = layouts[span]
-                if cfg.objective == "oput":
-                    part_noisy = on_policy_rollout(model, part_noisy, clean, batch.flags.to(device), mask_id, layout,
-                                                   always_forward=fsdp)
-                part_loss = training_loss(model, part_noisy, clean, labels, layout)
-                if len(parts) > 1:  # the mean over sequences of the whole step, a micro-batch at a time
-                    part_loss = part_loss * (len(part) / len(rows))
+                output = objective.loss_terms(model, ObjectiveBatch(
+                    noisy=part_noisy, clean=clean, labels=labels, flags=batch.flags.to(device), layout=layout,
+                    mask_id=mask_id, step=step, seed=cfg.seed, always_forward=fsdp))
+                part_loss = sum(output.terms.values())
+                share = len(part) / len(rows)  # the mean over sequences of the whole step, a micro-batch at a time
+                if len(parts) > 1:
+                    part_loss = part_loss * share
                 accelerator.backward(part_loss)
                 loss = loss + part_loss.detach()
+                for name, value in [*((f"loss/{k}", v.detach()) for k, v in output.terms.items()),
+                                    *output.stats.items()]:
+                    step_terms[name] = step_terms.get(name, 0.0) + float(value) * share
         grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         if hasattr(grad_norm, "full_tensor"):  # a sharded model's norm is a DTensor
             grad_norm = grad_norm.full_tensor()
@@ -202,14 +211,18 @@ def train_model(
 
         loss_value = float(accelerator.reduce(loss.detach(), reduction="mean"))
         window.append(loss_value)
+        for name, value in step_terms.items():  # this process's rows (rank 0 logs them)
+            term_window.setdefault(name, []).append(value)
         bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}")
         if (step + 1) % cfg.log_every == 0 or step + 1 == total_steps:
             mean_loss = sum(window) / len(window)
             history.append((step + 1, mean_loss))
             window.clear()
+            terms = {f"{metric_prefix}/{name}": sum(values) / len(values) for name, values in term_window.items()}
+            term_window.clear()
             if accelerator.is_main_process:
                 logger.log_metrics(
-                    {f"{metric_prefix}/loss": mean_loss, f"{metric_prefix}/lr": lr,
+                    {f"{metric_prefix}/loss": mean_loss, **terms, f"{metric_prefix}/lr": lr,
                      f"{metric_prefix}/grad_norm": float(grad_norm)},
                     step=step + 1,
                 )

@@ -1,4 +1,4 @@
-"""The two training objectives on the block-diffusion layout: plain masked SFT and OPUT (spec §1.3, §2.2).
+"""The loss pieces both objectives are built from on the block-diffusion layout (spec §1.3, §2.2).
 
 Both build x = [noisy; clean] with the three-rule mask and score same-position labels on the noisy
 half. OPUT additionally replaces, for on-policy rows, every MASK in the noisy half by the model's own
