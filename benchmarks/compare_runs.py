@@ -3,9 +3,10 @@
     python benchmarks/compare_runs.py RUN_A RUN_B      # e.g. runs/tiny of two checkouts, same machine
 
 Compares, exactly (no tolerance): the tensors of `base/` and `dmax/` (by name, dtype and bytes; file
-hashes would also compare metadata), the trajectory table (every column), and every evaluation cell's
-accuracy, TPF, NFE, tokens and n. Timing figures (TPS, seconds) differ from run to run and are not
-compared. Older runs named the cell figures `tpf_mean`, `nfe_mean`, `tokens_mean`; both namings are read.
+hashes would also compare metadata), the trajectory table (every column), every evaluation cell's
+accuracy, TPF, NFE, tokens and n, and the headline (validity, compared cells, ratio, accuracy change).
+Timing figures (TPS, seconds) differ from run to run and are not compared. Older runs named the cell
+figures `tpf_mean`, `nfe_mean`, `tokens_mean`, and left the run's own task unnamed; both are read.
 Prints one line per comparison and a final JSON line; exit status 1 if anything differs.
 """
 
@@ -30,12 +31,25 @@ def tensors_equal(a: Path, b: Path) -> tuple[bool, str]:
 
 
 def cells(run: Path) -> dict[tuple, dict[str, float]]:
+    """(task, model, decoder, threshold, split) -> figures. Older runs left the run's own task unnamed
+    (`task` absent): it is the first task of their settings."""
     data = json.loads((run / "eval" / "metrics.json").read_text())
+    own = next(iter(data.get("settings", {}).get("tasks", {})), None)
     out = {}
     for c in data["cells"]:
-        key = (c["model"], c["decoder"], c["threshold"], c["split"])
+        key = (c.get("task") or own, c["model"], c["decoder"], c["threshold"], c["split"])
         out[key] = {name: c[name] if name in c else c[old] for name, old in FIGURES.items()}
     return out
+
+
+def headline(run: Path) -> dict[str, object]:
+    """The run's headline: validity, the two compared cells (by threshold) and the ratio and delta."""
+    data = json.loads((run / "eval" / "metrics.json").read_text())["headline"]
+    method = data.get("method", data.get("dmax"))
+    return {"valid": data["valid"], "tpf_ratio": data.get("tpf_ratio"),
+            "accuracy_delta_pp": data.get("accuracy_delta_pp"),
+            "baseline": data["baseline"] and (data["baseline"]["model"], data["baseline"]["threshold"]),
+            "method": method and (method["model"], method["threshold"])}
 
 
 def main() -> int:
@@ -54,9 +68,12 @@ def main() -> int:
     ca, cb = cells(a), cells(b)
     different = [k for k in ca.keys() | cb.keys() if ca.get(k) != cb.get(k)]
     results["cells"] = not different
-    print(f"evaluation cells: {len(ca)} vs {len(cb)}, {len(different)} differ {sorted(different)[:3]}")
-    for key in sorted(different)[:5]:
+    print(f"evaluation cells: {len(ca)} vs {len(cb)}, {len(different)} differ {sorted(different, key=str)[:3]}")
+    for key in sorted(different, key=str)[:5]:
         print(f"  {key}: {ca.get(key)} vs {cb.get(key)}")
+    ha, hb = headline(a), headline(b)
+    results["headline"] = ha == hb
+    print(f"headline: {'same' if ha == hb else 'DIFFERENT'} ({ha}{'' if ha == hb else f' vs {hb}'})")
     print(json.dumps({"run_a": str(a), "run_b": str(b), "same": results}))
     return 0 if all(results.values()) else 1
 

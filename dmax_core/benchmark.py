@@ -71,7 +71,7 @@ def render_summary(summary: dict[str, Any], command: str) -> str:
               "|---|---|---|---|---|---|---|"]
     for seed, h in summary["per_seed_headline"].items():
         if h["valid"]:
-            b, d = h["baseline"], h["dmax"]
+            b, d = h["baseline"], h.get("method", h.get("dmax"))
             lines.append(f"| {seed} | yes | thr {b['threshold']:g}: {100 * b['accuracy']:.1f}% / TPF "
                          f"{b['tpf']:.2f} | thr {d['threshold']:g}: {100 * d['accuracy']:.1f}% / TPF "
                          f"{d['tpf']:.2f} | {h['tpf_ratio']:.2f} | {h['accuracy_delta_pp']:+.1f} | |")
@@ -98,7 +98,7 @@ def run_benchmark(preset: str, seeds: list[int], overrides: list[str], root: Pat
     for seed in seeds:
         cfg = seed_config(preset, seed, overrides, root)
         per_seed[seed] = run_seed(cfg, reuse=reuse)
-    tolerance = cfg.report.accuracy_tolerance_pp
+    tolerance = cfg.experiment.tolerance_pp
     summary = summarize_seeds(per_seed, tolerance)
     summary["preset"] = preset
     summary["overrides"] = overrides

@@ -352,14 +352,101 @@ class ThreadsConfig(_Strict):
 
 
 class ReportConfig(_Strict):
-    """Headline rules (`evaluation.rules`), fixed before looking at the test split."""
+    """What the report draws beyond the tables (the comparison itself is `experiment`)."""
 
-    accuracy_tolerance_pp: float = Field(1.0, ge=0)
-    min_base_accuracy: float = Field(0.9, ge=0, le=1)
-    # Samples per task whose SPD decoding is traced and drawn step by step (report/trace-*.png), by the
-    # dmax model (else the last evaluated one) at the sweep's lowest threshold, first `trace_blocks` blocks.
+    # Samples per task whose decoding by the experiment's method is traced and drawn step by step
+    # (report/trace-*.png), at the sweep's lowest threshold, first `trace_blocks` blocks.
     trace_samples: int = Field(2, ge=0)
     trace_blocks: int = Field(2, ge=1)
+
+
+class ArmConfig(_Strict):
+    """One side of an experiment's comparison: a {model, decoder} pair and how its threshold is picked.
+
+    `threshold` a number: that threshold, fixed (the paper's 0.5 for math, 0.65 for code), measured on the
+    test split even where the sweep lacks it. `threshold: chosen`: the largest-TPF threshold of the sweep
+    whose accuracy on the `choose_on` split is within the experiment's tolerance of the `reference`
+    accuracy: `one_token` (this pair at threshold 1.0, one token per forward) or `best` (its most accurate
+    threshold); the arm's test cell at that threshold is the one compared."""
+
+    model: str
+    decoder: str
+    threshold: float | Literal["chosen"] = "chosen"
+    choose_on: Literal["test", "validation"] = "test"
+    reference: Literal["one_token", "best"] = "best"
+
+    @field_validator("threshold")
+    @classmethod
+    def _in_unit_interval(cls, value: float | str) -> float | str:
+        if not isinstance(value, str) and not 0.0 <= value <= 1.0:
+            raise ValueError(f"a fixed threshold must lie in [0, 1], got {value}")
+        return value
+
+    @field_validator("decoder")
+    @classmethod
+    def _registered(cls, value: str) -> str:
+        return _check_decoder(value)
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, value: str) -> str:
+        if value not in model_names():
+            raise ValueError(f"unknown model {value!r}; known: {', '.join(model_names())}")
+        return value
+
+    @property
+    def fixed(self) -> float | None:
+        """The fixed threshold, or None when it is chosen."""
+        return None if self.threshold == "chosen" else float(self.threshold)
+
+
+class TaskExperimentConfig(_Strict):
+    """One evaluated task's departures from the experiment: arm fields (`method: {threshold: 0.5}`) and a
+    held-out slice to choose thresholds on."""
+
+    baseline: dict[str, Any] = {}
+    method: dict[str, Any] = {}
+    # A benchmark has no validation split: the first `holdout` rows of its test problems become one (an
+    # arm with `choose_on: validation` chooses there) and the test split is the rest, disjoint from it.
+    holdout: int = Field(0, ge=0)
+
+
+class ExperimentConfig(_Strict):
+    """What a run compares, on every evaluated task (`evaluation.rules`), fixed before any test number.
+
+    The default is the paper's question at tiny scale: the base model with threshold decoding at the
+    fastest threshold within `tolerance_pp` of its own one-token-per-forward accuracy (chosen on test, in
+    the baseline's favour), against the OPUT model with SPD at the threshold chosen on the validation split.
+    `min_base_accuracy` refuses the comparison when the baseline pair at threshold 1.0 is less accurate
+    (an under-trained base; `null`: no gate, e.g. with fixed thresholds and no 1.0 cell). `primary` is the
+    task whose headline is the run's (bare MLflow names, the champion rule); default: the first evaluated.
+    `tasks` departs from the default per task (`TaskExperimentConfig`)."""
+
+    baseline: ArmConfig = ArmConfig(model="base", decoder="threshold", choose_on="test", reference="one_token")
+    method: ArmConfig = ArmConfig(model="dmax", decoder="spd", choose_on="validation", reference="best")
+    tolerance_pp: float = Field(1.0, ge=0)
+    min_base_accuracy: float | None = Field(0.9, ge=0, le=1)
+    primary: str | None = None
+    tasks: dict[str, TaskExperimentConfig] = {}
+
+    @model_validator(mode="after")
+    def _task_arms_are_valid(self) -> ExperimentConfig:
+        for name in self.tasks:
+            self.arms(name)  # an unknown or bad arm field fails here, naming the task
+        return self
+
+    def arms(self, task: str) -> tuple[ArmConfig, ArmConfig]:
+        """(baseline, method) on `task`: the experiment's arms with the task's departures applied."""
+        spec = self.tasks.get(task, TaskExperimentConfig())
+        try:
+            return (ArmConfig(**{**self.baseline.model_dump(), **spec.baseline}),
+                    ArmConfig(**{**self.method.model_dump(), **spec.method}))
+        except ValidationError as exc:
+            raise ValueError(f"experiment.tasks.{task}: {exc.errors()[0]['msg']} "
+                             f"({'.'.join(map(str, exc.errors()[0]['loc']))})") from None
+
+    def holdout(self, task: str) -> int:
+        return self.tasks[task].holdout if task in self.tasks else 0
 
 
 class DmaxConfig(_Strict):
@@ -379,7 +466,30 @@ class DmaxConfig(_Strict):
     distill: DistillConfig = DistillConfig()
     train: TrainConfig = Field(default_factory=lambda: TrainConfig(objective="oput", epochs=1.0))
     evaluate: EvaluateConfig = EvaluateConfig()
+    experiment: ExperimentConfig = ExperimentConfig()
     report: ReportConfig = ReportConfig()
+
+    def evaluated_tasks(self) -> list[str]:
+        """Every task `evaluate` measures, in order: the run's own (when it is scored), then `evaluate.tasks`.
+
+        A generated task always has scored test problems; a file task, when it has reference answers."""
+        own = [self.task.name] if _tasks().get(self.task.name).has_reference else []
+        return [*own, *(t.name for t in self.evaluate.tasks if t.name not in own)]
+
+    @property
+    def primary_task(self) -> str | None:
+        """The task whose headline is the run's (`experiment.primary`, else the first evaluated)."""
+        tasks = self.evaluated_tasks()
+        return self.experiment.primary or (tasks[0] if tasks else None)
+
+    @model_validator(mode="after")
+    def _experiment_names_evaluated_tasks(self) -> DmaxConfig:
+        tasks = self.evaluated_tasks()
+        unknown = [t for t in [*self.experiment.tasks, *filter(None, [self.experiment.primary])] if t not in tasks]
+        if unknown:
+            raise ValueError(f"experiment names task(s) {unknown} that are not evaluated; evaluated: "
+                             f"{', '.join(tasks) or 'none'} (the run's task, then evaluate.tasks)")
+        return self
 
     @model_validator(mode="after")
     def _pretraining_starts_from_scratch(self) -> DmaxConfig:

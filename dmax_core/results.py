@@ -39,6 +39,7 @@ class StageResult:
     candidate: a checkpoint to register (train);
     evaluation: the typed grid and headline (evaluate);
     evaluated: registry family -> weights digest of each trained checkpoint the evaluation measured;
+    champion_family: the family the champion rule judges (the primary task's method model);
     skipped: why the stage had nothing to do (e.g. pretrain when `model.base_path` is set)."""
 
     stage: str
@@ -48,6 +49,9 @@ class StageResult:
     candidate: ModelCandidate | None = None
     evaluation: Evaluation | None = None
     evaluated: Mapping[str, str] = field(default_factory=dict)
+    # The registry family whose version the primary headline's method cell measured (the champion rule's
+    # candidate; None when the method model is not one a stage trains, e.g. `base`).
+    champion_family: str | None = None
     skipped: str | None = None
 
     def describe(self) -> str:

@@ -5,6 +5,7 @@ from dataclasses import replace
 
 import pytest
 
+from dmax_core.config import ExperimentConfig
 from dmax_core.evaluation.criteria import reproduction_criteria, summarize_seeds
 from dmax_core.evaluation.records import Cell, Evaluation
 from dmax_core.evaluation.rules import compute_headline
@@ -23,7 +24,7 @@ def dmax_like(ratio_scale=1.0, base_spd_acc=0.4):
         cell("dmax", "spd", 0.9, 0.985, 6.0 * ratio_scale), cell("dmax", "spd", 0.5, 0.98, 8.0 * ratio_scale),
         cell("dmax", "spd", 0.9, 0.99, 6.0, "validation"), cell("dmax", "spd", 0.5, 0.985, 8.0, "validation"),
     ]
-    return Evaluation(cells=tuple(cells), headline=compute_headline(cells))
+    return Evaluation(cells=tuple(cells), headline=compute_headline(cells, ExperimentConfig()))
 
 
 def criteria(evaluation: Evaluation):
@@ -41,7 +42,7 @@ def test_criteria_fail_where_they_should():
     crit = criteria(m)
     assert crit["ratio_ge_2_5"] is False and crit["base_spd_collapses"] is False
     cells = tuple(c for c in m.cells if c.model != "base")
-    crit = criteria(Evaluation(cells=cells, headline=compute_headline(cells)))
+    crit = criteria(Evaluation(cells=cells, headline=compute_headline(cells, ExperimentConfig())))
     assert crit["base_one_token_accuracy_ge_95"] is None and crit["ratio_ge_2_5"] is None
 
 
@@ -93,7 +94,7 @@ def test_sweep_table_is_one_row_per_model_and_decoder():
 ])
 def test_error_accumulation_means_more_than_the_tolerance_below(reference, aggressive, accumulates):
     cells = [cell("base", "threshold", 1.0, reference, 1.0), cell("base", "threshold", 0.3, aggressive, 9.0)]
-    assert criteria(Evaluation(cells=tuple(cells), headline=compute_headline(cells)))[
+    assert criteria(Evaluation(cells=tuple(cells), headline=compute_headline(cells, ExperimentConfig())))[
         "base_error_accumulation"] is accumulates
 
 
@@ -103,7 +104,7 @@ def test_error_accumulation_means_more_than_the_tolerance_below(reference, aggre
 ])
 def test_base_spd_collapse_means_at_least_ten_pp_below(reference, best_spd, collapses):
     cells = [cell("base", "threshold", 1.0, reference, 1.0), cell("base", "spd", 0.5, best_spd, 2.0)]
-    assert criteria(Evaluation(cells=tuple(cells), headline=compute_headline(cells)))[
+    assert criteria(Evaluation(cells=tuple(cells), headline=compute_headline(cells, ExperimentConfig())))[
         "base_spd_collapses"] is collapses
 
 

@@ -164,7 +164,7 @@ def test_a_checkpoint_with_its_own_hf_tokenizer_evaluates(tmp_path):
     result = run_stage("evaluate", cfg)
     cells = result.evaluation.cells
     assert {(c.task, c.decoder) for c in cells} >= {("gsm8k", "threshold"), ("humaneval", "spd")}
-    assert all(c.n == (3 if c.task == "gsm8k" else 1) for c in cells if c.task)
+    assert all(c.n == (3 if c.task == "gsm8k" else 1) for c in cells if c.task != cfg.task.name)
     rows = [json.loads(line) for line in (cfg.run_dir / "eval" / "samples.jsonl").read_text().splitlines()]
     assert {r.get("task") for r in rows} >= {"gsm8k", "humaneval"}
     bad = tmp_path / "bad"
@@ -228,12 +228,15 @@ def test_pipeline_reports_every_benchmark_on_its_own(benchmark_run):
         assert all(c.split == "test" and c.n == n and set(c.accuracies) == {"strict"} for c in cells)
         assert f"eval/{name}/test/dmax/spd/thr_0.5/accuracy_strict" in evaluation.metrics()
     # the run's own task keeps its cells, names and headline rule
-    own = evaluation.select(task=None)
-    assert {c.split for c in own} == {"test", "validation"} and "eval/test/base/threshold/thr_1/tpf" in \
+    own = evaluation.select(task=cfg.task.name)
+    assert {c.split for c in own} == {"test", "validation"} and "eval/ledger/test/base/threshold/thr_1/tpf" in \
         evaluation.metrics()
+    # every task has its headline (refused here: the smoke model is untrained) and its own plot
+    assert set(evaluation.headlines) == {"ledger", *sizes}
     report = (cfg.run_dir / "report" / "report.md").read_text()
     for name in sizes:
-        assert f"## {name} (test, {sizes[name]} problems)" in report
+        assert f"## {name}\n" in report and f"Test split, {sizes[name]} problems" in report
+        assert (cfg.run_dir / "report" / "tasks" / f"tradeoff-{name}.png").read_bytes()[:4] == b"\x89PNG"
     pictures = sorted(p.name for p in (cfg.run_dir / "report").glob("trace-*.png"))
     expected = [f"trace-{name}-{i}.png" for name, n in {"ledger": 6, **sizes}.items()
                 for i in range(min(n, cfg.report.trace_samples))]

@@ -73,25 +73,27 @@ def test_every_cell_recomputes_from_the_samples_it_kept(smoke_run):
     evaluation = results["evaluate"].evaluation
     assert Evaluation.load(cfg.run_dir / "eval" / "metrics.json") == evaluation
     ev = cfg.evaluate
-    expected_grid = {(m, d, t, "test") for m in ev.models for d in ev.decoders for t in ev.thresholds}
-    expected_grid |= {("dmax", "spd", t, "validation") for t in ev.thresholds}
+    own = cfg.task.name
+    expected_grid = {(own, m, d, t, "test") for m in ev.models for d in ev.decoders for t in ev.thresholds}
+    expected_grid |= {(own, "dmax", "spd", t, "validation") for t in ev.thresholds}
     assert {c.key for c in evaluation.cells} == expected_grid
     task = build_task(cfg.task.name, **cfg.task.knobs)
     rows = [json.loads(line) for line in (cfg.run_dir / "eval" / "samples.jsonl").read_text().splitlines()]
     problems = {p.question: p for split in task.splits().values() for p in split}
     for cell in evaluation.cells:
-        kept = [r for r in rows if (r["model"], r["decoder"], r["threshold"], r["split"]) == cell.key]
-        samples = [Sample(**{k: v for k, v in r.items() if k not in ("model", "decoder", "threshold", "split")})
-                   for r in kept]
+        kept = [r for r in rows if (r["task"], r["model"], r["decoder"], r["threshold"], r["split"]) == cell.key]
+        samples = [Sample(**{k: v for k, v in r.items()
+                             if k not in ("task", "model", "decoder", "threshold", "split")}) for r in kept]
         assert len(samples) == cell.n == (cfg.task.n_test if cell.split == "test" else cfg.task.n_validation)
         speed = {name: getattr(cell, name) for name in ("batch_size", "throughput", "forwards_per_second", "mbu")}
-        assert Cell.from_samples(*cell.key, samples, **speed) == cell
+        assert Cell.from_samples(cell.model, cell.decoder, cell.threshold, cell.split, samples, task=cell.task,
+                                 **speed) == cell
         assert cell.throughput >= 0 and cell.forwards_per_second > 0  # the smoke model writes no tokens
         for s in samples:  # each verdict is the task's own scorer's
             assert s.correct == task.is_correct(s.text, problems[s.question])
     # an untrained model must not produce a headline ratio
     assert not evaluation.headline.valid and "under-trained" in evaluation.headline.reason
-    assert results["evaluate"].metrics == {"headline_valid": 0.0}
+    assert results["evaluate"].metrics == {"headline_valid": 0.0, f"eval/{own}/headline/valid": 0.0}
 
 
 def test_evaluation_is_deterministic(smoke_run):

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from dmax_core import cli, env
-from dmax_core.config import load_config
+from dmax_core.config import ExperimentConfig, load_config
 from dmax_core.errors import DataError
 from dmax_core.evaluation.records import Cell, Evaluation
 from dmax_core.evaluation.rules import compute_headline
@@ -96,7 +96,7 @@ def _evaluation(accuracy: float, tpf: float) -> Evaluation:
 
     cells = [cell("base", "threshold", 1.0, "test", 0.99, 1.0), cell("base", "threshold", 0.5, "test", 0.5, 4.0),
              cell("dmax", "spd", 0.5, "validation", accuracy, tpf), cell("dmax", "spd", 0.5, "test", accuracy, tpf)]
-    return Evaluation(cells=tuple(cells), headline=compute_headline(cells))
+    return Evaluation(cells=tuple(cells), headline=compute_headline(cells, ExperimentConfig()))
 
 
 def test_logger_batches_and_mirrors_metrics_to_the_parent(tracker, tmp_path):
@@ -141,7 +141,7 @@ def test_registry_moves_champion_only_on_a_real_improvement(tracker, tmp_path):
                                    candidate=ModelCandidate("dmax", "oput", digest)))
         with tracker.stage_run(cfg, "evaluate", ("evaluate",)) as run:
             facts = run.record(StageResult("evaluate", evaluation=_evaluation(accuracy, tpf),
-                                           evaluated={"oput": digest}))
+                                           evaluated={"oput": digest}, champion_family="oput"))
         versions.append((facts["model_version"], facts["champion"]))
     assert [promoted for _, promoted in versions] == ["true", "true", "false", "false"]
     assert str(client.get_model_version_by_alias(name, "champion").version) == versions[1][0]
@@ -226,7 +226,7 @@ def test_a_tracked_evaluation_logs_what_the_stage_measured_and_judges_the_versio
     assert version.tags["dmax.checkpoint_sha256"] == trained.candidate.digest == checksums_digest(cfg.run_dir / "dmax")
     assert runs[0].data.tags["dmax.model_version"] == str(version.version)
     # the smoke model is untrained, so the headline is refused and the version cannot become champion
-    assert version.tags["dmax.champion_decision"].startswith("no headline dmax cell")
+    assert version.tags["dmax.champion_decision"].startswith("no headline method cell")
     with pytest.raises(Exception, match="champion"):
         client.get_model_version_by_alias(name, "champion")
 

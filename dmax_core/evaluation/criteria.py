@@ -63,13 +63,13 @@ def spread(values: Sequence[float]) -> dict[str, float]:
 def mean_cells(per_seed: Mapping[int, Evaluation]) -> list[Cell]:
     """Test cells averaged over seeds: each figure is the mean, `std` the spread, `seeds` the count."""
     runs = [per_seed[s] for s in sorted(per_seed)]
-    keys = sorted({c.key for run in runs for c in run.cells if c.split == "test"})
+    keys = sorted({c.key for run in runs for c in run.cells if c.split == "test"}, key=str)
     out = []
-    for model, decoder, threshold, split in keys:
-        rows = [c for run in runs for c in run.select(model=model, decoder=decoder, threshold=threshold,
+    for task, model, decoder, threshold, split in keys:
+        rows = [c for run in runs for c in run.select(task=task, model=model, decoder=decoder, threshold=threshold,
                                                        split=split)]
         spreads = {name: spread([getattr(r, name) for r in rows]) for name in FIGURES}
-        out.append(Cell(model=model, decoder=decoder, threshold=threshold, split=split,
+        out.append(Cell(task=task, model=model, decoder=decoder, threshold=threshold, split=split,
                         n=sum(r.n for r in rows), seeds=len(rows),
                         std={name: s["std"] for name, s in spreads.items()},
                         **{name: s["mean"] for name, s in spreads.items()}))
@@ -86,7 +86,8 @@ def summarize_seeds(per_seed: Mapping[int, Evaluation], tolerance_pp: float = 1.
         "seeds": seeds,
         "mean_cells": [c.to_json() for c in cells],
         "per_seed_headline": {str(s): h.to_json() for s, h in headlines.items()},
-        "per_seed_criteria": {str(s): reproduction_criteria(per_seed[s].cells, headlines[s], tolerance_pp)
+        "per_seed_criteria": {str(s): reproduction_criteria(per_seed[s].select(task=headlines[s].task),
+                                                            headlines[s], tolerance_pp)
                               for s in seeds},
         "all_seeds_valid": len(valid) == len(seeds),
     }

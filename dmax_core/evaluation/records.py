@@ -21,10 +21,12 @@ latency-based and equal the paper's only at batch 1):
 
 A task's other scores (a benchmark's `strict` beside the DMax-compatible `accuracy`) are `accuracy_<name>`.
 
-A cell's MLflow key is `eval/<split>/<model>/<decoder>/thr_<threshold>/<figure>` (`Cell.metrics`), with
-the benchmark's name first (`eval/<task>/<split>/...`) for a cell of `evaluate.tasks`; the
-headline's figures are logged under their bare names (`tpf`, `accuracy`, ...) with `baseline/` for the
-baseline cell (`Headline.metrics`); `Evaluation.metrics()` is both. No other code builds these keys.
+A cell's MLflow key is `eval/<task>/<split>/<model>/<decoder>/thr_<threshold>/<figure>` (`Cell.metrics`),
+for every task, the run's own included. Each task's headline is logged under `eval/<task>/headline/`
+(`tpf_ratio`, `accuracy_delta_pp`, `valid`, ..., the method cell's figures under `method/`, the
+baseline's under `baseline/`); the primary task's headline, the run's, is also logged under the bare
+names (`tpf_ratio`, `tpf`, `accuracy`, `baseline/tpf`, `headline_valid`, ...), the columns people sort
+runs by (`Headline.metrics`). `Evaluation.metrics()` is all of them. No other code builds these keys.
 
 This module only holds and (de)serialises numbers it is given: it must not decode, time or score.
 """
@@ -103,7 +105,7 @@ class Cell:
     mbu: float | None = None
     std: Mapping[str, float] | None = None
     seeds: int | None = None
-    # The benchmark the cell measured (None: the run's own task, which the headline is computed on).
+    # The task the cell measured (None only in metrics files written before every cell named its task).
     task: str | None = None
     # Fraction of samples passing each of the task's other scores (`accuracy_<name>` in `figures`).
     accuracies: Mapping[str, float] | None = None
@@ -134,9 +136,9 @@ class Cell:
         )
 
     @property
-    def key(self) -> tuple[str, str, float, str]:
-        """Which cell of one task's grid this is (cells of different `task`s may share a key)."""
-        return (self.model, self.decoder, self.threshold, self.split)
+    def key(self) -> tuple[str | None, str, str, float, str]:
+        """Which cell of the evaluation this is."""
+        return (self.task, self.model, self.decoder, self.threshold, self.split)
 
     @property
     def label(self) -> str:
@@ -151,7 +153,7 @@ class Cell:
         return out
 
     def metrics(self) -> dict[str, float]:
-        """This cell's figures under their MLflow / DVC keys (`eval/<task>/...` for a benchmark's cell)."""
+        """This cell's figures under their MLflow / DVC keys (module docstring)."""
         task = f"{self.task}/" if self.task else ""
         prefix = f"eval/{task}{self.split}/{self.model}/{self.decoder}/thr_{self.threshold:g}"
         return {f"{prefix}/{name}": value for name, value in self.figures().items()}
@@ -179,45 +181,56 @@ def select_cells(cells: Sequence[Cell], **match: Any) -> list[Cell]:
 
 @dataclass(frozen=True)
 class Headline:
-    """The one comparison a run reports (rules in `evaluation.rules`); `valid` False says why not."""
+    """The comparison of one task (rules in `evaluation.rules`); `valid` False says why not.
+
+    `method` is the method arm's test cell (DMax's, in the default experiment), `baseline` the baseline's;
+    `reason` says how each threshold was picked (fixed, or chosen on which split against what)."""
 
     valid: bool
     reason: str
     tolerance_pp: float
     baseline: Cell | None = None
-    dmax: Cell | None = None
+    method: Cell | None = None
     tpf_ratio: float | None = None
     accuracy_delta_pp: float | None = None
     # 95 % bootstrap interval of tpf_ratio over the test problems (`rules.ratio_interval`).
     tpf_ratio_interval: tuple[float, float] | None = None
+    task: str | None = None
+    # The method's accuracy is at most `tolerance_pp` below the baseline's (the claim "as accurate").
+    within_tolerance: bool | None = None
 
-    def metrics(self) -> dict[str, float]:
-        """`accuracy`, `tpf`, ... of the DMax cell, `baseline/...`, `tpf_ratio`, `accuracy_delta_pp` and
-        `headline_valid` (1/0); only finite numbers."""
-        out: dict[str, float] = {"headline_valid": 1.0 if self.valid else 0.0}
-        for cell, prefix in ((self.dmax, ""), (self.baseline, "baseline/")):
+    def metrics(self, prefix: str = "") -> dict[str, float]:
+        """Only finite numbers. `prefix=""` (the run's headline): the method cell's `accuracy`, `tpf`, ...,
+        `baseline/...`, `tpf_ratio`, `accuracy_delta_pp` and `headline_valid` (1/0); a task's prefix
+        (`eval/<task>/headline/`): `valid`, `method/...`, `baseline/...` and the ratio's figures."""
+        out: dict[str, float] = {f"{prefix}valid" if prefix else "headline_valid": 1.0 if self.valid else 0.0}
+        for cell, role in ((self.method, "method/" if prefix else ""), (self.baseline, "baseline/")):
             if cell is not None:
                 figures = cell.figures()
-                out.update({f"{prefix}{name}": figures[name] for name in (*HEADLINE_FIGURES, "throughput")
+                out.update({f"{prefix}{role}{name}": figures[name] for name in (*HEADLINE_FIGURES, "throughput")
                             if name in figures})
         for name in ("tpf_ratio", "accuracy_delta_pp"):
             value = getattr(self, name)
             if value is not None:
-                out[name] = float(value)
+                out[f"{prefix}{name}"] = float(value)
         if self.tpf_ratio_interval is not None:
-            out["tpf_ratio_low"], out["tpf_ratio_high"] = map(float, self.tpf_ratio_interval)
+            out[f"{prefix}tpf_ratio_low"], out[f"{prefix}tpf_ratio_high"] = map(float, self.tpf_ratio_interval)
+        if self.within_tolerance is not None:
+            out[f"{prefix}within_tolerance"] = 1.0 if self.within_tolerance else 0.0
         return {k: v for k, v in out.items() if math.isfinite(v)}
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["baseline"] = None if self.baseline is None else self.baseline.to_json()
-        data["dmax"] = None if self.dmax is None else self.dmax.to_json()
+        data["method"] = None if self.method is None else self.method.to_json()
         return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Headline:
         values = dict(data)
-        for role in ("baseline", "dmax"):
+        if "dmax" in values:  # metrics files written before the experiment named its arms
+            values["method"] = values.pop("dmax")
+        for role in ("baseline", "method"):
             if values.get(role) is not None:
                 values[role] = Cell.from_json(values[role])
         if values.get("tpf_ratio_interval") is not None:
@@ -227,20 +240,32 @@ class Headline:
 
 @dataclass(frozen=True)
 class Evaluation:
-    """Everything `evaluate` measured: the grid, the headline and the setting it was measured in."""
+    """Everything `evaluate` measured: the grid, each task's headline and the setting it was measured in.
+
+    `headline` is the primary task's (`experiment.primary`), the run's headline; `headlines` has every
+    evaluated task's, by task name."""
 
     cells: tuple[Cell, ...]
     headline: Headline
     settings: Mapping[str, Any] = field(default_factory=dict)
+    headlines: Mapping[str, Headline] = field(default_factory=dict)
 
     def select(self, **match: Any) -> list[Cell]:
         return select_cells(self.cells, **match)
 
+    def tasks(self) -> list[str]:
+        """The evaluated tasks in the order they were measured (a file of an older dmax: its tasks, `None`
+        standing for the run's own)."""
+        return list(dict.fromkeys([*self.headlines, *(c.task for c in self.cells)]))
+
     def metrics(self) -> dict[str, float]:
-        """Every figure under its one name: the headline's bare names plus each cell's `eval/...` keys.
+        """Every figure under its one name: the run's headline under bare names, each task's headline
+        under `eval/<task>/headline/` and each cell's `eval/...` keys.
 
         MLflow logs exactly this dict, and metrics.json carries it as `summary` for `dvc metrics show`."""
         out = self.headline.metrics()
+        for task, headline in self.headlines.items():
+            out.update(headline.metrics(f"eval/{task}/headline/"))
         for cell in self.cells:
             out.update(cell.metrics())
         return out
@@ -249,6 +274,7 @@ class Evaluation:
         return {
             "cells": [c.to_json() for c in self.cells],
             "headline": self.headline.to_json(),
+            "headlines": {task: h.to_json() for task, h in self.headlines.items()},
             "summary": self.metrics(),
             "settings": dict(self.settings),
         }
@@ -262,6 +288,7 @@ class Evaluation:
             cells=tuple(Cell.from_json(c) for c in data["cells"]),
             headline=Headline.from_json(data["headline"]),
             settings=dict(data.get("settings", {})),
+            headlines={task: Headline.from_json(h) for task, h in data.get("headlines", {}).items()},
         )
 
     @classmethod

@@ -92,27 +92,30 @@ def task_table(cells: Sequence[Cell]) -> str:
 
 
 def headline_text(headline: Headline) -> str:
+    """The comparison in words: the ratio with its interval, both cells, and how each was chosen."""
     if not headline.valid:
         return f"**Headline not computed:** {headline.reason}"
     interval = ""
     if headline.tpf_ratio_interval is not None:
         low, high = headline.tpf_ratio_interval
-        interval = f", 95 % bootstrap interval over the test problems {low:.2f}-{high:.2f}x"
+        interval = f", 95% bootstrap interval over test problems {low:.2f}-{high:.2f}x"
+    verdict = ("within" if headline.within_tolerance else "outside") + f" the {headline.tolerance_pp:g} pp tolerance"
     return (
-        f"**TPF ratio DMax / baseline = {headline.tpf_ratio:.2f}x** "
-        f"(accuracy change {headline.accuracy_delta_pp:+.1f} pp{interval})\n\n"
+        f"**TPF ratio method / baseline = {headline.tpf_ratio:.2f}x** "
+        f"(accuracy change {headline.accuracy_delta_pp:+.1f} pp, {verdict}{interval})\n\n"
         f"- baseline: {_fmt_cell(headline.baseline)}\n"
-        f"- DMax: {_fmt_cell(headline.dmax)}\n"
+        f"- method: {_fmt_cell(headline.method)}\n"
         f"- rule: {headline.reason}"
     )
 
 
 def plot_tradeoff(cells: Sequence[Cell], headline: Headline | None, path: Path, title: str) -> Path:
-    """One line per {model, decoder} over the threshold sweep (test split), headline points circled.
+    """One line per {model, decoder} over the threshold sweep of one task's test cells, the headline's
+    baseline and method circled and named.
 
     `headline=None` (a cross-seed summary, which has no single headline cell) leaves `title` as given."""
     fig, ax = plt.subplots(figsize=(7.5, 5))
-    test = [c for c in cells if c.split == "test" and c.task is None]
+    test = [c for c in cells if c.split == "test"]
     for key in sorted({(c.model, c.decoder) for c in test}):
         points = sorted((c for c in test if (c.model, c.decoder) == key), key=lambda c: c.tpf)
         color, marker, line = STYLE.get(key, ("gray", "x", ":"))
@@ -122,7 +125,7 @@ def plot_tradeoff(cells: Sequence[Cell], headline: Headline | None, path: Path, 
         for c, x, y in zip(points, xs, ys, strict=True):
             ax.annotate(f"{c.threshold:g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
     if headline is not None and headline.valid:
-        for cell, name in ((headline.baseline, "baseline"), (headline.dmax, "DMax")):
+        for cell, name in ((headline.baseline, "baseline"), (headline.method, "method")):
             ax.scatter([cell.tpf], [100 * cell.accuracy], s=220, facecolors="none", edgecolors="black",
                        linewidths=1.5)
             ax.annotate(name, (cell.tpf, 100 * cell.accuracy), textcoords="offset points", xytext=(-10, -16),
@@ -149,37 +152,55 @@ def save_png(fig: plt.Figure, path: Path, dpi: int) -> Path:
     return path
 
 
-def render_markdown(evaluation: Evaluation, plot_name: str = "tradeoff.png",
-                    trace_pictures: Sequence[tuple[str, str]] = ()) -> str:
-    """The report: the run's own task (headline, sweep, tables), then one section per benchmark, then the
-    SPD trace pictures (`trace_pictures`: (caption, file name) pairs)."""
-    settings, headline = evaluation.settings, evaluation.headline
-    cells = [c for c in evaluation.cells if c.task is None]
-    benchmarks = list(dict.fromkeys(c.task for c in evaluation.cells if c.task is not None))
+def plot_name(task: str | None) -> str:
+    """The trade-off picture of a task, relative to the report (`tradeoff.png` is also the primary's)."""
+    return f"tasks/tradeoff-{task}.png"
+
+
+def task_headline(evaluation: Evaluation, task: str | None) -> Headline | None:
+    """A task's headline; in a file of an older dmax, the run's own task (None) has the run's headline."""
+    if task in evaluation.headlines:
+        return evaluation.headlines[task]
+    return evaluation.headline if task is None else None
+
+
+def _task_section(evaluation: Evaluation, task: str | None, primary: str | None) -> list[str]:
+    cells = evaluation.select(task=task)
+    headline = task_headline(evaluation, task)
+    test = [c for c in cells if c.split == "test"]
+    name = task or evaluation.settings.get("preset", "run")
+    valid = headline is not None and headline.valid
+    parts = [f"## {name}" + (" (primary: the run's headline)" if task == primary else ""), ""]
+    if headline is not None:
+        parts += [headline_text(headline), ""]
+    parts += [f"Test split, {test[0].n if test else 0} problems" + ("" if valid else " (raw measurements, no "
+              "comparison)") + ". Accuracy % / TPF per threshold:", "", sweep_table(cells, "test"), ""]
+    if any(c.accuracies for c in test):
+        parts += ["DMax-compatible = the DMax repository's lenient scorer; strict = the final answer only "
+                  "(math) or the first code block as written (code).", "", task_table(cells)]
+    else:
+        parts.append(markdown_table(cells, "test"))
+    if any(c.split == "validation" for c in cells):
+        parts += ["", f"Validation split of {name} (used only to choose thresholds, never reported as a result):",
+                  "", markdown_table(cells, "validation")]
+    parts += ["", f"![TPF vs accuracy, {name}]({plot_name(task)})", ""]
+    return parts
+
+
+def render_markdown(evaluation: Evaluation, trace_pictures: Sequence[tuple[str, str]] = ()) -> str:
+    """The report: the run's headline, then one section per evaluated task (its headline, sweep, tables
+    and trade-off plot, `plot_name`), then the decoding trace pictures (`trace_pictures`: (caption, file
+    name) pairs)."""
+    settings = evaluation.settings
+    tasks = evaluation.tasks()
+    primary = settings.get("primary_task", tasks[0] if tasks else None)
     parts = [f"# dmax evaluation report — preset `{settings.get('preset', '?')}`", ""]
-    if cells:
-        parts += [
-            headline_text(headline),
-            "",
-            "## Test split" + ("" if headline.valid else " (raw measurements, no comparison)"),
-            "",
-            "Accuracy % / TPF per threshold:",
-            "",
-            sweep_table(cells, "test"),
-            "",
-            markdown_table(cells, "test"),
-        ]
-        if any(c.split == "validation" for c in cells):
-            parts += ["", "## Validation split (used only to choose the DMax threshold)", "",
-                      markdown_table(cells, "validation")]
-        parts += ["", f"![TPF vs accuracy]({plot_name})"]
-    for name in benchmarks:
-        task_cells = [c for c in evaluation.cells if c.task == name]
-        parts += ["", f"## {name} (test, {task_cells[0].n} problems)", "",
-                  "DMax-compatible = the DMax repository's lenient scorer; strict = the final answer only "
-                  "(math) or the first code block as written (code).", "", task_table(task_cells)]
+    if len(tasks) > 1:
+        parts += [f"Run headline (primary task `{primary}`): " + headline_text(evaluation.headline), ""]
+    for task in tasks:
+        parts += _task_section(evaluation, task, primary)
     if trace_pictures:
-        parts += ["", "## How SPD decoded a few samples", "",
+        parts += ["## How the method decoded a few samples", "",
                   "Rows are forwards within a block, columns positions; colour is the confidence of the token "
                   "written in the cell, red outlines mark the positions that changed in that forward (a position "
                   "outlined again later was revised).", ""]

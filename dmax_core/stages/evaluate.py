@@ -1,9 +1,11 @@
 """`evaluate`: {task} x {model} x {decoder} x {threshold} on held-out problems -> eval/metrics.json + samples.
 
-Every cell of a task decodes the same test problems (`evaluate.batch_size` at a time; per-sample TPS is
-the paper's at batch 1). The run's own task also decodes its validation split for dmax + SPD, where it
-chooses the headline threshold (`evaluation.rules`); the benchmarks of `evaluate.tasks` are measured over
-the same grid and reported each on its own, nothing chosen on them. Models are loaded one at a time. Each
+The tasks are the run's own (when it is scored) and every benchmark of `evaluate.tasks`; on each, the
+experiment (`experiment`, `evaluation.rules`) compares a baseline arm with a method arm. Every cell of a
+task decodes the same test problems (`evaluate.batch_size` at a time; per-sample TPS is the paper's at
+batch 1). An arm that chooses its threshold on the validation split also decodes that split over the
+sweep (the run's own task has one; a benchmark gets one from `experiment.tasks.<name>.holdout`); an arm
+with a fixed threshold adds that threshold to its test cells. Models are loaded one at a time. Each
 cell's figures are logged as soon as it is measured, so a long evaluation shows progress in MLflow too.
 """
 
@@ -20,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from dmax_core.config import DmaxConfig
-from dmax_core.decoding import POLICIES, build_policy
+from dmax_core.decoding import build_policy
 from dmax_core.env import device_name, environment_info
 from dmax_core.errors import ConfigError
 from dmax_core.evaluation.records import Cell, Evaluation
@@ -45,12 +47,13 @@ def release_memory() -> None:
 
 @dataclass(frozen=True)
 class EvalTask:
-    """One task of the evaluation: the run's own (`name` None: test cells, plus validation cells that choose
-    the headline's DMax threshold) or a benchmark of `evaluate.tasks` (test cells only)."""
+    """One evaluated task: its name, the task, its problems by split (`test`, and `validation` where an arm
+    chooses on it) and the experiment's arms on it."""
 
-    name: str | None
+    name: str
     task: Task
     problems: dict[str, list[Problem]]
+    arms: tuple[Any, Any]  # (baseline, method): `config.ArmConfig`
 
 
 def _decoder_order(ev: Any) -> Any:
@@ -59,41 +62,96 @@ def _decoder_order(ev: Any) -> Any:
     return lambda d: (listed.index(d) if d in listed else len(listed), d)
 
 
+def _measured(ev: Any, arm: Any) -> bool:
+    return arm.model in ev.models and arm.decoder in ev.decoders_of.get(arm.model, ev.decoders)
+
+
+def _with_holdout(name: str, problems: dict[str, list[Problem]], holdout: int) -> dict[str, list[Problem]]:
+    """The first `holdout` test problems become the validation split, the rest the test split."""
+    if not holdout:
+        return problems
+    test = problems["test"]
+    if holdout >= len(test):
+        raise ConfigError(f"experiment.tasks.{name}.holdout={holdout} leaves no test problems (the task has "
+                          f"{len(test)})")
+    return {**problems, "validation": test[:holdout], "test": test[holdout:]}
+
+
 def evaluation_tasks(cfg: DmaxConfig) -> list[EvalTask]:
-    """The run's own task (when it has scored test problems) and every benchmark of `evaluate.tasks`."""
-    ev = cfg.evaluate
-    out = []
+    """The run's own task (when it has scored test problems) and every benchmark of `evaluate.tasks`, each
+    with the splits its experiment needs (a validation split only where an arm chooses on it)."""
+    ev, experiment = cfg.evaluate, cfg.experiment
+    found: list[tuple[str, Task, dict[str, list[Problem]]]] = []
     task = task_of(cfg)
     if task.has_reference:
         splits = task_splits(cfg, task)
-        problems = {"test": splits["test"][: ev.n_test] if ev.n_test else splits["test"]}
-        if "dmax" in ev.models and "spd" in ev.decoders_of.get("dmax", ev.decoders):  # chooses the DMax threshold
-            problems["validation"] = splits["validation"][: ev.n_validation] if ev.n_validation else \
-                splits["validation"]
+        problems = {"test": splits["test"][: ev.n_test] if ev.n_test else splits["test"],
+                    "validation": splits["validation"][: ev.n_validation] if ev.n_validation else
+                    splits["validation"]}
         if problems["test"]:
-            out.append(EvalTask(None, task, problems))
+            found.append((cfg.task.name, task, problems))
     for spec in ev.tasks:
         benchmark = build_task(spec.name, **spec.knobs)
-        out.append(EvalTask(spec.name, benchmark, {"test": task_splits(cfg, benchmark, spec.name)["test"]}))
-    if not out:
+        splits = task_splits(cfg, benchmark, spec.name)
+        found.append((spec.name, benchmark, {"test": splits["test"], "validation": splits["validation"]}))
+    if not found:
         raise ConfigError(f"nothing to evaluate: task {cfg.task.name!r} has no scored test problems and "
                           "evaluate.tasks is empty")
+    out = []
+    for name, task, problems in found:
+        problems = _with_holdout(name, problems, experiment.holdout(name))
+        arms = experiment.arms(name)
+        # Without a validation split, an arm that chooses on it gets no cells: its headline says why.
+        choosing = problems["validation"] and any(
+            arm.fixed is None and arm.choose_on == "validation" and _measured(ev, arm) for arm in arms)
+        out.append(EvalTask(name, task, {"test": problems["test"], **(
+            {"validation": problems["validation"]} if choosing else {})}, arms))
     return out
 
 
-def trace_samples(cfg: DmaxConfig, model: Any, tokenizer: Any, tasks: list[EvalTask], model_name: str) -> list[dict]:
-    """SPD traces of the first `report.trace_samples` test problems of every task (`evaluation.traces`)."""
-    if not cfg.report.trace_samples or "spd" not in POLICIES.names():
+def cell_plan(cfg: DmaxConfig, tasks: list[EvalTask]) -> list[tuple[str, EvalTask, str, float, str]]:
+    """(model, task, decoder, threshold, split) of every cell, grouped by model (loaded once each).
+
+    Test cells: every evaluated {model, decoder} over the sweep, plus each arm's fixed threshold for its
+    own pair. Validation cells: the pairs of the arms that choose on it, over the sweep."""
+    ev = cfg.evaluate
+    decoders = sorted({d for m in ev.models for d in ev.decoders_of.get(m, ev.decoders)}, key=_decoder_order(ev))
+    plan = []
+    for model in ev.models:
+        for spec in tasks:
+            for split in spec.problems:
+                for decoder in decoders:
+                    if decoder not in ev.decoders_of.get(model, ev.decoders):
+                        continue
+                    arms = [a for a in spec.arms if (a.model, a.decoder) == (model, decoder)]
+                    if split == "test":
+                        extra = [a.fixed for a in arms if a.fixed is not None and a.fixed not in ev.thresholds]
+                    elif any(a.fixed is None and a.choose_on == split for a in arms):
+                        extra = []
+                    else:
+                        continue
+                    for threshold in [*ev.thresholds, *dict.fromkeys(extra)]:
+                        plan.append((model, spec, decoder, threshold, split))
+    return plan
+
+
+def trace_samples(cfg: DmaxConfig, model: Any, tokenizer: Any, tasks: list[EvalTask], model_name: str,
+                  decoder: str) -> list[dict]:
+    """Traces of `decoder` on the first `report.trace_samples` test problems of every task whose method
+    arm is `model_name` + `decoder` (`evaluation.traces`), at the sweep's lowest threshold."""
+    if not cfg.report.trace_samples:
         return []
     threshold = min(cfg.evaluate.thresholds)
     out = []
     for spec in tasks:
+        if (spec.arms[1].model, spec.arms[1].decoder) != (model_name, decoder):
+            continue
         traces = record_traces(
             model, tokenizer, spec.task, spec.problems["test"][: cfg.report.trace_samples],
-            build_policy("spd", threshold, cfg.decoding.knobs("spd")), gen_length=cfg.evaluate.gen_length,
+            build_policy(decoder, threshold, cfg.decoding.knobs(decoder)), gen_length=cfg.evaluate.gen_length,
             block_length=cfg.block_length, max_blocks=cfg.report.trace_blocks,
             max_forwards_per_block=cfg.decoding.max_forwards_per_block)
-        out += [{"task": spec.name or cfg.task.name, "model": model_name, "decoder": "spd", "threshold": threshold,
+        out += [{"task": spec.name, "model": model_name, "decoder": decoder, "threshold": threshold,
                  **trace} for trace in traces]
     return out
 
@@ -106,25 +164,20 @@ def evaluate(cfg: DmaxConfig, logger: MetricLogger) -> StageResult:
     setup(cfg, "decode", cfg.evaluate.batch_size)
     ev = cfg.evaluate
     tasks = evaluation_tasks(cfg)  # every dataset is read (and checked) before any model is loaded
-    decoders = sorted({d for m in ev.models for d in ev.decoders_of.get(m, ev.decoders)}, key=_decoder_order(ev))
-    plan = [(t, d, th, split) for t in tasks for split in t.problems for d in decoders for th in ev.thresholds
-            if split == "test" or d == "spd"]
+    work = cell_plan(cfg, tasks)
     cells: list[Cell] = []
-    samples_of: dict[tuple, list] = {}  # (task, cell key) -> its samples, for the headline's interval
+    samples_of: dict[tuple, list] = {}  # cell key -> its samples, for the headlines' intervals
     kept_samples: list[dict] = []
     dtypes: set[str] = set()
     device = device_name()
     measure_bandwidth = peak_bandwidth(device) is not None  # MBU where the device's peak is known (GPUs)
-    work = [(m, item) for m in ev.models for item in plan
-            if (item[3] == "test" or m == "dmax") and item[1] in ev.decoders_of.get(m, ev.decoders)]
-    bar = tqdm(total=sum(len(item[0].problems[item[3]]) for _, item in work), desc="evaluate", unit="problem",
-               dynamic_ncols=True)
+    bar = tqdm(total=sum(len(spec.problems[split]) for _, spec, _, _, split in work), desc="evaluate",
+               unit="problem", dynamic_ncols=True)
     traces: list[dict] = []
-    tracer = "dmax" if "dmax" in ev.models else ev.models[-1]
     for model_name in ev.models:
         model, tokenizer = load_for_decoding(cfg, layout.model(model_name, ev.checkpoints))
         dtypes.add(str(model.dtype).removeprefix("torch."))
-        for spec, decoder, threshold, split in (item for m, item in work if m == model_name):
+        for _, spec, decoder, threshold, split in (item for item in work if item[0] == model_name):
             routing = RoutingMonitor()
             with routing.attach(model) if measure_bandwidth else nullcontext():
                 run = decode_problems(
@@ -141,34 +194,38 @@ def evaluate(cfg: DmaxConfig, logger: MetricLogger) -> StageResult:
                                      throughput=run.throughput, forwards_per_second=run.forwards_per_second,
                                      mbu=utilisation, task=spec.name)
             cells.append(cell)
-            samples_of[(spec.name, *cell.key)] = samples
-            bar.set_postfix(cell=f"{spec.name or cfg.task.name}/{cell.label}", acc=f"{cell.accuracy:.3f}",
-                            tpf=f"{cell.tpf:.2f}")
+            samples_of[cell.key] = samples
+            bar.set_postfix(cell=f"{spec.name}/{cell.label}", acc=f"{cell.accuracy:.3f}", tpf=f"{cell.tpf:.2f}")
             logger.log_metrics(cell.metrics())
-            key = {"model": model_name, "decoder": decoder, "threshold": threshold, "split": split,
-                   **({"task": spec.name} if spec.name else {})}
+            key = {"model": model_name, "decoder": decoder, "threshold": threshold, "split": split, "task": spec.name}
             kept_samples += [{**key, **asdict(s)} for s in samples[: ev.samples_to_keep]]
-        if model_name == tracer:
-            traces += trace_samples(cfg, model, tokenizer, tasks, model_name)
+        for decoder in dict.fromkeys(spec.arms[1].decoder for spec in tasks):
+            traces += trace_samples(cfg, model, tokenizer, tasks, model_name, decoder)
         del model, tokenizer
         release_memory()
     bar.close()
     dtype = ", ".join(sorted(dtypes))
 
     env = environment_info()
-    headline = compute_headline(cells, cfg.report.accuracy_tolerance_pp, cfg.report.min_base_accuracy)
-    if headline.valid:
-        headline = replace(headline, tpf_ratio_interval=ratio_interval(
-            [s.tpf for s in samples_of[(None, *headline.baseline.key)]],
-            [s.tpf for s in samples_of[(None, *headline.dmax.key)]],
-            seed=cfg.seed))
+    headlines = {}
+    for spec in tasks:
+        headline = compute_headline(cells, cfg.experiment, spec.name)
+        if headline.valid:
+            headline = replace(headline, tpf_ratio_interval=ratio_interval(
+                [s.tpf for s in samples_of[headline.baseline.key]],
+                [s.tpf for s in samples_of[headline.method.key]],
+                seed=cfg.seed))
+        headlines[spec.name] = headline
+    primary = cfg.primary_task if cfg.primary_task in headlines else tasks[0].name
     evaluation = Evaluation(
         cells=tuple(cells),
-        headline=headline,
+        headline=headlines[primary],
+        headlines=headlines,
         settings={
             "preset": cfg.preset, "block_length": cfg.block_length, "gen_length": ev.gen_length,
-            "tasks": {spec.name or cfg.task.name: {split: len(p) for split, p in spec.problems.items()}
-                      for spec in tasks},
+            "tasks": {spec.name: {split: len(p) for split, p in spec.problems.items()} for spec in tasks},
+            "primary_task": primary,
+            "experiment": cfg.experiment.model_dump(mode="json"),
             "n_test": len(tasks[0].problems["test"]), "n_validation": len(tasks[0].problems.get("validation", [])),
             "batch_size": ev.batch_size, "dtype": dtype, "decoding": cfg.decoding.model_dump(mode="json"),
             **env,
@@ -184,7 +241,7 @@ def evaluate(cfg: DmaxConfig, logger: MetricLogger) -> StageResult:
     return StageResult(
         stage="evaluate",
         outputs={EVAL: layout.path(EVAL)},
-        metrics=evaluation.headline.metrics(),
+        metrics={k: v for k, v in evaluation.metrics().items() if not k.startswith("eval/") or "/headline/" in k},
         # Where and how fast: beside every cell's throughput, forwards/s and MBU (metrics) in MLflow.
         tags={"dmax.eval_device": device, "dmax.eval_dtype": dtype,
               "dmax.eval_batch_size": str(ev.batch_size), "dmax.eval_threads": str(env["threads"])},
@@ -192,4 +249,5 @@ def evaluate(cfg: DmaxConfig, logger: MetricLogger) -> StageResult:
         evaluated={family: digest for name in ev.models
                    if (family := layout.family(name))
                    and (digest := checksums_digest(layout.model(name, ev.checkpoints)))},
+        champion_family=layout.family(cfg.experiment.arms(primary)[1].model),
     )

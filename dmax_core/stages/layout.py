@@ -28,6 +28,7 @@ REPORT = "report"
 REPORT_MARKDOWN = f"{REPORT}/report.md"
 TRADEOFF_PLOT = f"{REPORT}/tradeoff.png"
 TRADEOFF_DATA = f"{REPORT}/tradeoff.json"
+TASK_PLOTS = f"{REPORT}/tasks"  # tradeoff-<task>.png of every evaluated task (TRADEOFF_PLOT: the primary's)
 CHECKPOINTS = "checkpoints"
 
 # The checkpoint directory of each model name the config accepts (`config.model_names`): `base/`, and for

@@ -7,7 +7,7 @@ from pathlib import PurePosixPath
 
 from dmax_core.config import DmaxConfig
 from dmax_core.evaluation.records import Evaluation
-from dmax_core.evaluation.report import plot_tradeoff, render_markdown
+from dmax_core.evaluation.report import plot_name, plot_tradeoff, render_markdown, task_headline
 from dmax_core.evaluation.traces import plot_trace
 from dmax_core.files import atomic_directory, atomic_write_json, atomic_write_text, read_json_object
 from dmax_core.metric_logger import MetricLogger
@@ -16,6 +16,7 @@ from dmax_core.stages.layout import (
     METRICS,
     REPORT,
     REPORT_MARKDOWN,
+    TASK_PLOTS,
     TRACES,
     TRADEOFF_DATA,
     TRADEOFF_PLOT,
@@ -29,24 +30,34 @@ def _inside(name: str) -> str:
 
 
 def report(cfg: DmaxConfig, logger: MetricLogger) -> StageResult:
-    """Write `report/`: report.md, tradeoff.png and its data tradeoff.json (DVC plots), trace-*.png."""
+    """Write `report/`: report.md, one trade-off plot per task (tasks/tradeoff-<task>.png; tradeoff.png is
+    the primary task's), their data tradeoff.json (DVC plots) and trace-*.png."""
     layout = RunLayout.of(cfg)
     evaluation = Evaluation.load(layout.path(METRICS))
     traces = (read_json_object(layout.path(TRACES), "trace file") or {}).get("traces", [])
+    tasks = evaluation.tasks()
+    primary = evaluation.settings.get("primary_task", tasks[0] if tasks else None)
     with atomic_directory(layout.path(REPORT)) as staging:
-        plot_tradeoff(evaluation.cells, evaluation.headline, staging / _inside(TRADEOFF_PLOT),
-                      f"dmax preset {cfg.preset}")
+        (staging / _inside(TASK_PLOTS)).mkdir()
+        for task in tasks:
+            for file in [plot_name(task), *([_inside(TRADEOFF_PLOT)] if task == primary else [])]:
+                plot_tradeoff(evaluation.select(task=task), task_headline(evaluation, task), staging / file,
+                              f"dmax preset {cfg.preset}, task {task}")
         pictures = []
         seen: dict[str, int] = {}
         for trace in traces:
             index = seen[trace["task"]] = seen.get(trace["task"], -1) + 1
             file = f"trace-{trace['task']}-{index}.png"
-            caption = f"{trace['task']}: {trace['model']} + SPD at threshold {trace['threshold']:g}, sample {index}"
+            decoder = trace.get("decoder", "spd")
+            caption = (f"{trace['task']}: {trace['model']} + {decoder} at threshold {trace['threshold']:g}, "
+                       f"sample {index}")
             plot_trace(trace, staging / file, caption)
             pictures.append((caption, file))
         atomic_write_text(staging / _inside(REPORT_MARKDOWN), render_markdown(evaluation, trace_pictures=pictures))
+        # Every task's test cells, for `dvc plots` (one point per cell; `task` tells them apart).
         atomic_write_json(staging / _inside(TRADEOFF_DATA), [
-            {"model": c.model, "decoder": c.decoder, "threshold": c.threshold, "tpf": c.tpf, "accuracy": c.accuracy}
-            for c in evaluation.select(split="test", task=None)
+            {"task": c.task, "model": c.model, "decoder": c.decoder, "threshold": c.threshold, "tpf": c.tpf,
+             "accuracy": c.accuracy}
+            for c in evaluation.select(split="test")
         ])
     return StageResult(stage="report", outputs={REPORT: layout.path(REPORT)})

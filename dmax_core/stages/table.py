@@ -110,14 +110,14 @@ STAGES: tuple[Stage, ...] = (
         help="the {model} x {decoder} x {threshold} grid on held-out problems and the benchmarks of "
              "evaluate.tasks -> metrics, the headline and SPD traces",
         reads=(layout.BASE, layout.DMAX), writes=(layout.SAMPLES, layout.TRACES), metrics=(layout.METRICS,),
-        # `report` holds the headline rule's tolerance and base-accuracy gate, applied here.
-        params=("task", "decoding", "evaluate", "report"),
+        # `experiment` is the comparison (arms, tolerance, gate) applied here; `report` the traces it records.
+        params=("task", "decoding", "evaluate", "experiment", "report"),
         code=("dmax_core/stages/evaluate.py", "dmax_core/env.py", *_DECODING_CODE),
     ),
     Stage(
         name="report", run=report,
-        help="markdown tables, the TPF-vs-accuracy plot and the SPD trace pictures from the evaluation",
-        reads=(layout.METRICS, layout.TRACES), writes=(layout.REPORT_MARKDOWN, layout.TRADEOFF_PLOT),
+        help="markdown tables, a TPF-vs-accuracy plot per task and the decoding trace pictures from the evaluation",
+        reads=(layout.METRICS, layout.TRACES), writes=(layout.REPORT_MARKDOWN, layout.TRADEOFF_PLOT, layout.TASK_PLOTS),
         params=("report",),
         code=("dmax_core/stages/report.py", "dmax_core/evaluation"),
         plots={layout.TRADEOFF_DATA: {"template": "scatter", "x": "tpf", "y": "accuracy"}},

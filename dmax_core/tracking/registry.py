@@ -25,7 +25,6 @@ from dmax_core.training.objectives import OBJECTIVES
 CANDIDATE_ALIAS = "candidate"
 CHAMPION_ALIAS = "champion"
 # The family whose versions compete for `champion`: the headline's DMax cell is the OPUT model.
-CHAMPION_FAMILY = "oput"
 DIGEST_TAG = "dmax.checkpoint_sha256"
 
 

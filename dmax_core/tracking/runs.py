@@ -31,7 +31,6 @@ from dmax_core.env import DISTRIBUTION, environment_info
 from dmax_core.results import StageResult
 from dmax_core.tracking.logger import MAX_TAG_LENGTH, MlflowLogger, as_text
 from dmax_core.tracking.registry import (
-    CHAMPION_FAMILY,
     find_version,
     promote_if_better,
     register_candidate,
@@ -116,13 +115,14 @@ class StageRun:
             )
             self.facts.update(model_name=name, model_version=version)
             self._tag({"dmax.model_name": name, "dmax.model_version": version})
-        digest = result.evaluated.get(CHAMPION_FAMILY)
+        family = result.champion_family
+        digest = result.evaluated.get(family) if family else None
         if result.evaluation is not None and digest:
-            name = registered_model_name(self.cfg.preset, CHAMPION_FAMILY)
+            name = registered_model_name(self.cfg.preset, family)
             version = find_version(self.client, name, digest)
             if version is not None:
                 decision = promote_if_better(self.client, name, version, result.evaluation.headline,
-                                             self.cfg.report.accuracy_tolerance_pp)
+                                             self.cfg.experiment.tolerance_pp)
                 self.facts.update(model_version=version, champion=str(decision.promote).lower(),
                                   reason=decision.reason)
                 logger.set_tags({"dmax.model_version": version, "dmax.champion_decision": decision.reason})

@@ -101,10 +101,10 @@ def test_full_pipeline_deployment_is_tracked_in_mlflow(platform, pipeline):
     assert "train/loss" in train_metrics
     eval_metrics = {m["key"]: m["value"] for m in stages["evaluate"]["data"]["metrics"]}
     for field in ("accuracy", "tpf", "tps", "tps_total", "nfe", "tokens", "tpf_total"):
-        cells = [k for k in eval_metrics if k.startswith("eval/test/") and k.endswith(f"/{field}")]
+        cells = [k for k in eval_metrics if k.startswith("eval/ledger/test/") and k.endswith(f"/{field}")]
         assert len(cells) == 4, (field, sorted(eval_metrics))  # {base, dmax} x {threshold, spd}
     parent_metrics = {m["key"] for m in parent["data"]["metrics"]}
-    assert "eval/test/dmax/spd/thr_0.5/accuracy" in parent_metrics  # mirrored for run comparison
+    assert "eval/ledger/test/dmax/spd/thr_0.5/accuracy" in parent_metrics  # mirrored for run comparison
 
     artifacts = mlflow(platform, "artifacts/list", run_id=stages["train"]["info"]["run_id"], path="dmax")
     names = {Path(f["path"]).name for f in artifacts["files"]}
