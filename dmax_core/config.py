@@ -598,11 +598,16 @@ def _read_preset(preset: str | Path, seen: tuple[str, ...] = ()) -> dict[str, An
 
 
 def _known_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    """Every dotted key an override may set. A mapping field keyed by names the user chooses
+    (`experiment.tasks`, `evaluate.checkpoints`) is listed as `<key>.*`: any key below it is accepted here
+    and checked when the config is validated."""
     keys = []
     for name, field in model.model_fields.items():
         dotted = f"{prefix}{name}"
         keys.append(dotted)
         annotation = field.annotation
+        if getattr(annotation, "__origin__", None) is dict:
+            keys.append(f"{dotted}.*")
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             keys.extend(_known_keys(annotation, f"{dotted}."))
             dynamic = getattr(annotation, "dynamic_keys", None)  # registry-backed knobs
@@ -620,7 +625,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]
             raise ConfigError(f"override {item!r} is not of the form key=value")
         key, raw = item.split("=", 1)
         key = key.strip()
-        if key not in known:
+        if key not in known and not any(k.endswith(".*") and key.startswith(k[:-1]) for k in known):
             close = difflib.get_close_matches(key, known, n=3)
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
             raise ConfigError(f"unknown config key {key!r}{hint}")

@@ -181,8 +181,11 @@ def _task_section(evaluation: Evaluation, task: str | None, primary: str | None)
     else:
         parts.append(markdown_table(cells, "test"))
     if any(c.split == "validation" for c in cells):
-        parts += ["", f"Validation split of {name} (used only to choose thresholds, never reported as a result):",
-                  "", markdown_table(cells, "validation")]
+        holdout = (evaluation.settings.get("experiment", {}).get("tasks", {}).get(task) or {}).get("holdout")
+        source = (f"the first {holdout} problems of the task's test data, held out (experiment.tasks.{task}."
+                  "holdout); the test split is the rest" if holdout else "the task's own validation split")
+        parts += ["", f"Validation split of {name}: {source}. Used only to choose thresholds, never reported "
+                  "as a result:", "", markdown_table(cells, "validation")]
     parts += ["", f"![TPF vs accuracy, {name}]({plot_name(task)})", ""]
     return parts
 
