@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gc
 import json
+import logging
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, replace
@@ -34,8 +35,11 @@ from dmax_core.files import atomic_directory, atomic_write_json, atomic_write_te
 from dmax_core.metric_logger import MetricLogger
 from dmax_core.results import StageResult
 from dmax_core.stages.common import load_for_decoding, setup, task_of, task_splits
-from dmax_core.stages.layout import EVAL, METRICS_FILE, SAMPLES_FILE, TRACES_FILE, RunLayout
+from dmax_core.stages.eval_cache import EvalCache, key_of, problems_digest, weights_identity
+from dmax_core.stages.layout import EVAL, EVAL_CELLS, METRICS_FILE, SAMPLES_FILE, TRACES_FILE, RunLayout
 from dmax_core.tasks import Problem, Task, build_task
+
+log = logging.getLogger(__name__)
 
 
 def release_memory() -> None:
@@ -174,35 +178,75 @@ def evaluate(cfg: DmaxConfig, logger: MetricLogger) -> StageResult:
     bar = tqdm(total=sum(len(spec.problems[split]) for _, spec, _, _, split in work), desc="evaluate",
                unit="problem", dynamic_ncols=True)
     traces: list[dict] = []
+    cache = EvalCache(layout.path(EVAL_CELLS))
+    frame = {"gen_length": ev.gen_length, "block_length": cfg.block_length, "batch_size": ev.batch_size,
+             "max_forwards_per_block": cfg.decoding.max_forwards_per_block, "compile": cfg.decoding.compile,
+             "dtype": cfg.model.dtype, "device": device}
+    resumed = 0
     for model_name in ev.models:
-        model, tokenizer = load_for_decoding(cfg, layout.model(model_name, ev.checkpoints))
-        dtypes.add(str(model.dtype).removeprefix("torch."))
+        directory = layout.model(model_name, ev.checkpoints)
+        weights = weights_identity(directory)
+        loaded: tuple[Any, Any] | None = None  # loaded only when something of it must be decoded
+
+        def model_and_tokenizer(directory: Any = directory) -> tuple[Any, Any]:
+            nonlocal loaded
+            if loaded is None:
+                loaded = load_for_decoding(cfg, directory)
+                dtypes.add(str(loaded[0].dtype).removeprefix("torch."))
+            return loaded
+
         for _, spec, decoder, threshold, split in (item for item in work if item[0] == model_name):
-            routing = RoutingMonitor()
-            with routing.attach(model) if measure_bandwidth else nullcontext():
-                run = decode_problems(
-                    model, tokenizer, spec.task, spec.problems[split],
-                    build_policy(decoder, threshold, cfg.decoding.knobs(decoder)), gen_length=ev.gen_length,
-                    block_length=cfg.block_length, batch_size=ev.batch_size,
-                    max_forwards_per_block=cfg.decoding.max_forwards_per_block, compiled=cfg.decoding.compile,
-                    on_sample=lambda _sample: bar.update(1),
-                )
-            samples = run.samples
-            utilisation = (mbu(bytes_per_forward(model, routing.mean_experts()), run.forwards_per_second, device)
-                           if measure_bandwidth else None)
-            cell = Cell.from_samples(model_name, decoder, threshold, split, samples, batch_size=run.batch_size,
-                                     throughput=run.throughput, forwards_per_second=run.forwards_per_second,
-                                     mbu=utilisation, task=spec.name)
+            key = key_of({"task": spec.name, "split": split, "problems": problems_digest(spec.problems[split]),
+                          "model": model_name, "weights": weights, "decoder": decoder, "threshold": threshold,
+                          "knobs": cfg.decoding.knobs(decoder), **frame})
+            found = cache.load_cell(key)
+            if found is not None:
+                cell, samples, cell_dtype = found
+                dtypes.add(cell_dtype)
+                resumed += 1
+                bar.update(len(samples))
+            else:
+                model, tokenizer = model_and_tokenizer()
+                routing = RoutingMonitor()
+                with routing.attach(model) if measure_bandwidth else nullcontext():
+                    run = decode_problems(
+                        model, tokenizer, spec.task, spec.problems[split],
+                        build_policy(decoder, threshold, cfg.decoding.knobs(decoder)), gen_length=ev.gen_length,
+                        block_length=cfg.block_length, batch_size=ev.batch_size,
+                        max_forwards_per_block=cfg.decoding.max_forwards_per_block, compiled=cfg.decoding.compile,
+                        on_sample=lambda _sample: bar.update(1),
+                    )
+                samples = run.samples
+                utilisation = (mbu(bytes_per_forward(model, routing.mean_experts()), run.forwards_per_second,
+                                   device) if measure_bandwidth else None)
+                cell = Cell.from_samples(model_name, decoder, threshold, split, samples, batch_size=run.batch_size,
+                                         throughput=run.throughput, forwards_per_second=run.forwards_per_second,
+                                         mbu=utilisation, task=spec.name)
+                cache.save_cell(key, cell, samples, str(model.dtype).removeprefix("torch."))
             cells.append(cell)
             samples_of[cell.key] = samples
             bar.set_postfix(cell=f"{spec.name}/{cell.label}", acc=f"{cell.accuracy:.3f}", tpf=f"{cell.tpf:.2f}")
             logger.log_metrics(cell.metrics())
-            key = {"model": model_name, "decoder": decoder, "threshold": threshold, "split": split, "task": spec.name}
-            kept_samples += [{**key, **asdict(s)} for s in samples[: ev.samples_to_keep]]
+            kept = {"model": model_name, "decoder": decoder, "threshold": threshold, "split": split, "task": spec.name}
+            kept_samples += [{**kept, **asdict(s)} for s in samples[: ev.samples_to_keep]]
         for decoder in dict.fromkeys(spec.arms[1].decoder for spec in tasks):
-            traces += trace_samples(cfg, model, tokenizer, tasks, model_name, decoder)
-        del model, tokenizer
+            traced = [spec for spec in tasks if (spec.arms[1].model, spec.arms[1].decoder) == (model_name, decoder)]
+            if not traced or not cfg.report.trace_samples:
+                continue
+            key = key_of({"traces": [[spec.name, problems_digest(spec.problems["test"][: cfg.report.trace_samples])]
+                                     for spec in traced], "model": model_name, "weights": weights,
+                          "decoder": decoder, "knobs": cfg.decoding.knobs(decoder),
+                          "threshold": min(ev.thresholds), "report": cfg.report.model_dump(mode="json"), **frame})
+            found_traces = cache.load_traces(key)
+            if found_traces is None:
+                found_traces = trace_samples(cfg, *model_and_tokenizer(), tasks, model_name, decoder)
+                cache.save_traces(key, found_traces)
+            traces += found_traces
+        loaded = model = tokenizer = None
         release_memory()
+    if resumed:
+        log.info("evaluate: %d of %d cells read from the interrupted run's %s", resumed, len(work),
+                 layout.path(EVAL_CELLS))
     bar.close()
     dtype = ", ".join(sorted(dtypes))
 
@@ -238,6 +282,7 @@ def evaluate(cfg: DmaxConfig, logger: MetricLogger) -> StageResult:
         atomic_write_text(staging / SAMPLES_FILE, "".join(json.dumps(s) + "\n" for s in kept_samples))
         atomic_write_json(staging / TRACES_FILE, {"traces": traces})
         evaluation.save(staging / METRICS_FILE)
+    cache.clear()  # eval/ is complete: a rerun measures afresh
     return StageResult(
         stage="evaluate",
         outputs={EVAL: layout.path(EVAL)},

@@ -20,6 +20,7 @@ TRAJECTORY_SHARDS = "trajectory-shards"
 DMAX = "dmax"
 CONTROL = "control"
 EVAL = "eval"
+EVAL_CELLS = "eval-cells"  # finished cells of an evaluation in progress (stages/eval_cache.py), not a DVC out
 METRICS_FILE, SAMPLES_FILE, TRACES_FILE = "metrics.json", "samples.jsonl", "traces.json"
 METRICS = f"{EVAL}/{METRICS_FILE}"
 SAMPLES = f"{EVAL}/{SAMPLES_FILE}"

@@ -112,7 +112,7 @@ STAGES: tuple[Stage, ...] = (
         reads=(layout.BASE, layout.DMAX), writes=(layout.SAMPLES, layout.TRACES), metrics=(layout.METRICS,),
         # `experiment` is the comparison (arms, tolerance, gate) applied here; `report` the traces it records.
         params=("task", "decoding", "evaluate", "experiment", "report"),
-        code=("dmax_core/stages/evaluate.py", "dmax_core/env.py", *_DECODING_CODE),
+        code=("dmax_core/stages/evaluate.py", "dmax_core/stages/eval_cache.py", "dmax_core/env.py", *_DECODING_CODE),
     ),
     Stage(
         name="report", run=report,
