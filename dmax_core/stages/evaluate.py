@@ -139,17 +139,20 @@ def cell_plan(cfg: DmaxConfig, tasks: list[EvalTask]) -> list[tuple[str, EvalTas
     return plan
 
 
-def trace_samples(cfg: DmaxConfig, model: Any, tokenizer: Any, tasks: list[EvalTask], model_name: str,
+def traced_tasks(tasks: list[EvalTask], model_name: str, decoder: str) -> list[EvalTask]:
+    """The tasks whose method arm is `model_name` + `decoder`: the ones whose decoding the report pictures."""
+    return [spec for spec in tasks if (spec.arms[1].model, spec.arms[1].decoder) == (model_name, decoder)]
+
+
+def trace_samples(cfg: DmaxConfig, model: Any, tokenizer: Any, traced: list[EvalTask], model_name: str,
                   decoder: str) -> list[dict]:
-    """Traces of `decoder` on the first `report.trace_samples` test problems of every task whose method
-    arm is `model_name` + `decoder` (`evaluation.traces`), at the sweep's lowest threshold."""
+    """Traces of `decoder` on the first `report.trace_samples` test problems of every task in `traced`
+    (`traced_tasks`; `evaluation.traces`), at the sweep's lowest threshold."""
     if not cfg.report.trace_samples:
         return []
     threshold = min(cfg.evaluate.thresholds)
     out = []
-    for spec in tasks:
-        if (spec.arms[1].model, spec.arms[1].decoder) != (model_name, decoder):
-            continue
+    for spec in traced:
         traces = record_traces(
             model, tokenizer, spec.task, spec.problems["test"][: cfg.report.trace_samples],
             build_policy(decoder, threshold, cfg.decoding.knobs(decoder)), gen_length=cfg.evaluate.gen_length,
@@ -196,9 +199,10 @@ def evaluate(cfg: DmaxConfig, logger: MetricLogger) -> StageResult:
             return loaded
 
         for _, spec, decoder, threshold, split in (item for item in work if item[0] == model_name):
+            knobs = cfg.decoding.knobs(decoder)
             key = key_of({"task": spec.name, "split": split, "problems": problems_digest(spec.problems[split]),
                           "model": model_name, "weights": weights, "decoder": decoder, "threshold": threshold,
-                          "knobs": cfg.decoding.knobs(decoder), **frame})
+                          "knobs": knobs, **frame})
             found = cache.load_cell(key)
             if found is not None:
                 cell, samples, cell_dtype = found
@@ -211,7 +215,7 @@ def evaluate(cfg: DmaxConfig, logger: MetricLogger) -> StageResult:
                 with routing.attach(model) if measure_bandwidth else nullcontext():
                     run = decode_problems(
                         model, tokenizer, spec.task, spec.problems[split],
-                        build_policy(decoder, threshold, cfg.decoding.knobs(decoder)), gen_length=ev.gen_length,
+                        build_policy(decoder, threshold, knobs), gen_length=ev.gen_length,
                         block_length=cfg.block_length, batch_size=ev.batch_size,
                         max_forwards_per_block=cfg.decoding.max_forwards_per_block, compiled=cfg.decoding.compile,
                         on_sample=lambda _sample: bar.update(1),
@@ -230,7 +234,7 @@ def evaluate(cfg: DmaxConfig, logger: MetricLogger) -> StageResult:
             kept = {"model": model_name, "decoder": decoder, "threshold": threshold, "split": split, "task": spec.name}
             kept_samples += [{**kept, **asdict(s)} for s in samples[: ev.samples_to_keep]]
         for decoder in dict.fromkeys(spec.arms[1].decoder for spec in tasks):
-            traced = [spec for spec in tasks if (spec.arms[1].model, spec.arms[1].decoder) == (model_name, decoder)]
+            traced = traced_tasks(tasks, model_name, decoder)
             if not traced or not cfg.report.trace_samples:
                 continue
             key = key_of({"traces": [[spec.name, problems_digest(spec.problems["test"][: cfg.report.trace_samples])]
@@ -239,7 +243,7 @@ def evaluate(cfg: DmaxConfig, logger: MetricLogger) -> StageResult:
                           "threshold": min(ev.thresholds), "report": cfg.report.model_dump(mode="json"), **frame})
             found_traces = cache.load_traces(key)
             if found_traces is None:
-                found_traces = trace_samples(cfg, *model_and_tokenizer(), tasks, model_name, decoder)
+                found_traces = trace_samples(cfg, *model_and_tokenizer(), traced, model_name, decoder)
                 cache.save_traces(key, found_traces)
             traces += found_traces
         loaded = model = tokenizer = None
