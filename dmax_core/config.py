@@ -2,10 +2,12 @@
 
 Presets live in `params/<name>.yaml` (a preset may start from another with `base: <name>`); users
 override any leaf with `dotted.key=value`. Unknown keys and bad values are errors that name the key,
-so a typo can never silently fall back to a default. The task (`task.name` and its knobs) and the
-decoding policies (`decoding.<policy>.<knob>`) are validated against their registries
-(`dmax_core.tasks.TASKS`, `dmax_core.decoding.POLICIES`), imported only when a config is validated: the
-one place a lower layer imports higher ones, because the registries are where the knobs are declared.
+so a typo can never silently fall back to a default. The task (`task.name` and its knobs), the
+decoding policies (`decoding.<policy>.<knob>`) and `train.objective` are validated against their registries
+(`dmax_core.tasks.TASKS`, `dmax_core.decoding.POLICIES`, `dmax_core.training.objectives.OBJECTIVES`),
+imported only when a config is validated, because the registries are where the knobs are declared. Tasks
+and decoding sit below this module; the objective registry sits in training, above it (the trainer reads
+`TrainConfig`): the one upward import of the package (docs/layers.md).
 This module only reads and validates; it does not create directories or touch the model. It is longer
 than most modules (about 400 lines) on purpose: the whole settings tree and its loading rules in one
 file, so that every knob a preset can set is found in one place.
