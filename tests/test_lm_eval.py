@@ -172,8 +172,12 @@ def test_loglikelihood_requests_raise_a_clear_error(lm, method):
     (f"pretrained={ASSET},decoder=threshold,threshold=0.5,confidence_stop=0.8", ConfigError,
      "nor a knob of the threshold decoder"),
     (f"pretrained={ASSET},threshold=1.5", ConfigError, "threshold"),
-    (f"pretrained={ASSET},threshold=0.5,block_length=0", ConfigError, "block_length must be an int >= 1"),
-    (f"pretrained={ASSET},threshold=0.5,dtype=float8", ConfigError, "dtype must be one of"),
+    (f"pretrained={ASSET},threshold=0.5,block_length=0", ConfigError,
+     "block_length=0: Input should be greater than or equal to 1"),
+    (f"pretrained={ASSET},threshold=0.5,dtype=float8", ConfigError,
+     "dtype=float8: Input should be 'auto', 'float32', 'bfloat16' or 'float16'"),
+    (f"pretrained={ASSET},threshold=0.5,compile=maybe", ConfigError, "compile=maybe: Input should be a valid boolean"),
+    (f"pretrained={ASSET},threshold=0.5,gen_length=x", ConfigError, "gen_length=x: Input should be a valid integer"),
     ("pretrained=/no/such/checkpoint,threshold=0.5", DataError, "checkpoint directory not found"),
 ])
 def test_bad_model_args_fail_in_one_line(args, error, message):

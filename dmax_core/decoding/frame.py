@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -169,6 +169,7 @@ def generate_batch(
     block_length: int,
     max_batch: int | None = None,
     record_trace: bool = False,
+    trace_rows: Collection[int] | None = None,
     use_cache: bool = True,
     callback: Callable[[StepRecord], None] | None = None,
     max_forwards_per_block: int | None = None,
@@ -182,7 +183,9 @@ def generate_batch(
     Each row's result is exactly its batch-of-one result; `seconds` is the row's own latency from its
     prefill to its last forward (module docstring). Prompts may differ in length. `on_forward` is called
     after every model forward (batched or not) with its `ForwardInfo`, for speed accounting; `on_finish`
-    with (row index, result) as soon as a row is done, for progress bars.
+    with (row index, result) as soon as a row is done, for progress bars. `record_trace` keeps every row's
+    `StepRecord`s in its result's `trace`; `trace_rows` keeps only those rows' (the others build none), so a
+    measured run can picture a few samples at the cost of their host copies alone.
 
     `compiled=True` runs every block forward through `torch.compile` over a fixed-shape cache
     (`StaticKVCache`: 3 graphs, for B ids, B embeddings and the 2B cross-block commit), one row at a time
@@ -209,7 +212,9 @@ def generate_batch(
             else check_int("max_forwards_per_block", max_forwards_per_block, 1) for p in policies]
     if compiled and (slots != 1 or not use_cache):
         raise ValueError("compiled decoding runs one row at a time with a cache: max_batch=1, use_cache=True")
-    frame = _Frame(model, block_length, gen_length, use_cache, record_trace, callback, on_forward, compiled)
+    traced = None if record_trace or trace_rows is None else frozenset(trace_rows)
+    frame = _Frame(model, block_length, gen_length, use_cache, record_trace or traced is not None, callback,
+                   on_forward, compiled, traced)
     with torch.inference_mode():
         return frame.run(prompts, policies, caps, slots, on_finish)
 
@@ -260,7 +265,8 @@ class _Frame:
 
     def __init__(self, model: Any, block_length: int, gen_length: int, use_cache: bool, record_trace: bool,
                  callback: Callable[[StepRecord], None] | None,
-                 on_forward: Callable[[ForwardInfo], None] | None, compiled: bool = False) -> None:
+                 on_forward: Callable[[ForwardInfo], None] | None, compiled: bool = False,
+                 trace_rows: frozenset[int] | None = None) -> None:
         self.model = model
         self.on_forward = on_forward
         self.compiled = compiled
@@ -270,6 +276,7 @@ class _Frame:
         self.gen_length = gen_length
         self.use_cache = use_cache
         self.record_trace = record_trace
+        self.trace_rows = trace_rows  # None: every row's records are kept (when record_trace)
         self.callback = callback
         self.want_records = record_trace or callback is not None
         self.mask_id, self.eos_id = int(model.mask_token_id), int(model.eos_token_id)
@@ -416,7 +423,7 @@ class _Frame:
     def _advance(self, row: _Row, kind: str, logits: Tensor) -> None:
         row.nfe += 1
         out = row.policy.step(logits)
-        if self.want_records:
+        if self.want_records and (self.callback is not None or self._traced(row)):
             self._emit(row, StepRecord(
                 block_index=row.s // self.b,
                 step_index=row.step_index,
@@ -453,8 +460,11 @@ class _Frame:
         else:
             self._begin_block(row, e)
 
+    def _traced(self, row: _Row) -> bool:
+        return self.record_trace and (self.trace_rows is None or row.index in self.trace_rows)
+
     def _emit(self, row: _Row, record: StepRecord) -> None:
-        if self.record_trace:
+        if self._traced(row):
             row.trace.append(record)
         if self.callback is not None:
             self.callback(record)

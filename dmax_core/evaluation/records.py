@@ -49,6 +49,36 @@ SPEED_FIGURES: tuple[str, ...] = ("throughput", "forwards_per_second", "mbu")
 HEADLINE_FIGURES: tuple[str, ...] = ("accuracy", "tpf", "tps", "tps_total", "nfe")
 
 
+def summarize(tokens: Sequence[int], nfe: Sequence[int], seconds: Sequence[float] | None = None,
+              correct: Sequence[bool] | None = None) -> dict[str, float]:
+    """The per-sample figures of one set of samples, by the names above (§5.4): `n`, `tpf`, `nfe`, `tokens`,
+    `tpf_total`, with `seconds` also `tps`, `tps_total` and `seconds` (mean latency), with `correct` also
+    `accuracy`.
+
+    The one place these means are taken: evaluation cells (`Cell.from_samples`), the teacher's figures of
+    merged distillation shards (whose table keeps no latencies) and the lm-eval adapter's speed summary
+    (which has no scores) all call it, so a figure means the same everywhere. A latency that is not
+    positive (a record that was never timed) adds no tokens per second but still counts in `n`."""
+    n = len(tokens)
+    if n == 0 or len(nfe) != n:
+        raise ValueError(f"summarize needs one tokens and one nfe count per sample, got {n} and {len(nfe)}")
+    total_tokens, total_nfe = sum(tokens), sum(nfe)
+    out: dict[str, float] = {"n": n}
+    if correct is not None:
+        out["accuracy"] = sum(correct) / n
+    out["tpf"] = sum(t / f for t, f in zip(tokens, nfe, strict=True)) / n
+    if seconds is not None:
+        out["tps"] = sum(t / s for t, s in zip(tokens, seconds, strict=True) if s > 0) / n
+    out["nfe"] = total_nfe / n
+    out["tokens"] = total_tokens / n
+    out["tpf_total"] = total_tokens / total_nfe
+    if seconds is not None:
+        total_seconds = sum(seconds)
+        out["tps_total"] = total_tokens / total_seconds if total_seconds > 0 else 0.0
+        out["seconds"] = total_seconds / n
+    return out
+
+
 @dataclass(frozen=True)
 class Sample:
     """One decoded and scored sample: what the model wrote, whether it is right, and what it cost."""
@@ -118,22 +148,13 @@ class Cell:
         `task`."""
         if not samples:
             raise ValueError("a cell needs at least one sample (a mean over nothing is not a number)")
+        figures = summarize([s.tokens for s in samples], [s.nfe for s in samples], [s.seconds for s in samples],
+                            [s.correct for s in samples])
         n = len(samples)
-        tokens = sum(s.tokens for s in samples)
         names = list(dict.fromkeys(name for s in samples for name in s.scores))
         accuracies = {name: sum(bool(s.scores.get(name)) for s in samples) / n for name in names} or None
-        return cls(
-            model=model, decoder=decoder, threshold=threshold, split=split, n=n,
-            accuracy=sum(s.correct for s in samples) / n,
-            tpf=sum(s.tpf for s in samples) / n,
-            tps=sum(s.tps for s in samples) / n,
-            nfe=sum(s.nfe for s in samples) / n,
-            tokens=tokens / n,
-            tpf_total=tokens / sum(s.nfe for s in samples),
-            tps_total=tokens / sum(s.seconds for s in samples),
-            accuracies=accuracies,
-            **speed,
-        )
+        return cls(model=model, decoder=decoder, threshold=threshold, split=split, n=n,
+                   **{name: figures[name] for name in FIGURES}, accuracies=accuracies, **speed)
 
     @property
     def key(self) -> tuple[str | None, str, str, float, str]:

@@ -1,4 +1,4 @@
-"""How SPD decoded a few samples, step by step: recorded by `evaluate`, drawn by `report`.
+"""How SPD decoded a few samples, step by step: kept from the measured decode by `evaluate`, drawn by `report`.
 
 A trace keeps, for the first blocks of a sample, every forward's block after the policy step: the token at
 each position, its confidence, and which positions changed in that step. Drawn as one heat map per block
@@ -9,48 +9,38 @@ committed and later rewrote is outlined twice.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
+from dmax_core.decoding import DecodeResult, StepRecord
+from dmax_core.tasks import Problem
 
-from dmax_core.decoding import BlockPolicy, StepRecord, generate
-from dmax_core.tasks import Problem, Task
-from dmax_core.tokenizer import encode, render_prompt
-
-__all__ = ["plot_trace", "record_traces"]
+__all__ = ["plot_trace", "trace_record"]
 
 
-def record_traces(model: Any, tokenizer: Any, task: Task, problems: Sequence[Problem], policy: BlockPolicy, *,
-                  gen_length: int, block_length: int, max_blocks: int = 2,
-                  max_forwards_per_block: int | None = None) -> list[dict[str, Any]]:
-    """Decode each problem once with a trace; keep the first `max_blocks` blocks as JSON-ready records."""
-    traces = []
-    for problem in problems:
-        prompt = torch.tensor(encode(tokenizer, render_prompt(tokenizer, task.prompt(problem))), dtype=torch.long)
-        result = generate(model, prompt, policy, gen_length=gen_length, block_length=block_length,
-                          record_trace=True, max_forwards_per_block=max_forwards_per_block)
-        blocks: dict[int, list[StepRecord]] = {}
-        for record in result.trace:
-            if record.block_ids is not None:
-                blocks.setdefault(record.block_index, []).append(record)
-        kept = sorted(blocks)[:max_blocks]
-        traces.append({
-            "question": problem.question,
-            "text": tokenizer.decode(result.generated_ids.tolist(), skip_special_tokens=True),
-            "blocks": [{
-                "block_index": index,
-                # the first block may hold the prompt's tail: fixed, not decoded (drawn grey)
-                "prompt_positions": max(0, min(block_length, result.prompt_length - index * block_length)),
-                "steps": [{
-                    "tokens": tokenizer.convert_ids_to_tokens(r.block_ids.tolist()),
-                    "confidence": [round(float(c), 4) for c in r.confidence.tolist()],
-                    "changed": list(r.changed_positions),
-                } for r in blocks[index]],
-            } for index in kept],
-        })
-    return traces
+def trace_record(tokenizer: Any, problem: Problem, result: DecodeResult, text: str, *, block_length: int,
+                 max_blocks: int = 2) -> dict[str, Any]:
+    """The first `max_blocks` blocks of one decode with its step records (`decode_problems(trace_rows=...)`,
+    the measured decode itself) as a JSON-ready record; `text` is the sample's answer text."""
+    blocks: dict[int, list[StepRecord]] = {}
+    for record in result.trace:
+        if record.block_ids is not None:
+            blocks.setdefault(record.block_index, []).append(record)
+    kept = sorted(blocks)[:max_blocks]
+    return {
+        "question": problem.question,
+        "text": text,
+        "blocks": [{
+            "block_index": index,
+            # the first block may hold the prompt's tail: fixed, not decoded (drawn grey)
+            "prompt_positions": max(0, min(block_length, result.prompt_length - index * block_length)),
+            "steps": [{
+                "tokens": tokenizer.convert_ids_to_tokens(r.block_ids.tolist()),
+                "confidence": [round(float(c), 4) for c in r.confidence.tolist()],
+                "changed": list(r.changed_positions),
+            } for r in blocks[index]],
+        } for index in kept],
+    }
 
 
 def plot_trace(trace: dict[str, Any], path: Path, title: str) -> Path:

@@ -24,16 +24,20 @@ Model args (`--model_args key=value,...`):
     threads               torch CPU threads (default: torch's own)
     max_forwards_per_block, compile   as in dmax's `decoding` settings (`compile` needs batch_size=1)
     any other key         a knob of the chosen policy (e.g. `confidence_stop` for spd); unknown -> error
-Bad values are `ConfigError`s, missing or corrupt checkpoints `DataError`s: one line each (the wrapper
-prints it and exits 2), raised before any weights are read where possible.
+Each value is checked by the field of dmax's config that holds the same setting (`gen_length` and
+`batch_size` as in `evaluate`, `block_length`, `dtype` as in `model`, `threads` as `threads.decode`,
+`max_forwards_per_block`, `compile` and the policy's knobs as in `decoding`), so a model arg accepts what a
+config accepts. Bad values are `ConfigError`s, missing or corrupt checkpoints `DataError`s: one line each
+(the wrapper prints it and exits 2), raised before any weights are read where possible.
 
 `generate_until`: every request goes through `decoding.generate_batch` (`batch_size` rows at a time, each
 exactly as alone) with its own copy of the policy. The prompt is the context as lm-eval built it: with
 `--apply_chat_template` lm-eval renders it through `apply_chat_template` (the checkpoint's LLaDA2 template),
-without it the context is sent as is. Text: the generated ids up to the end of the assistant turn (the
-first `<|role_end|>` or EOS; a diffusion decoder may fill the rest of its last block after it, which an
-autoregressive model would never have written), decoded with `skip_special_tokens=True`, then cut before the
-first of the request's `until` strings. A task's `max_gen_toks` caps `gen_length`, rounded up to a whole
+without it the context is sent as is. Text: `evaluation.answers.answer_text` (dmax's one rule) with its
+two lm-eval parameters: the generated ids up to the end of the assistant turn (the first `<|role_end|>` or
+EOS; a diffusion decoder may fill the rest of its last block after it, which an autoregressive model would
+never have written), decoded with `skip_special_tokens=True`, then cut before the first of the request's
+`until` strings. A task's `max_gen_toks` caps `gen_length`, rounded up to a whole
 block (never above `gen_length`); the text is not cut to `max_gen_toks` tokens. Decoding is greedy, so
 sampling settings (`do_sample`, `temperature`) are ignored with a warning. Prompts longer than the model's
 `max_position_embeddings` allows beside the generation are cut from the left, as lm-eval's HF model does.
@@ -62,7 +66,7 @@ import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 # lm-eval fills its registry with its own models only when the registry is empty at the first lookup
 # (`registry.get_model`); importing the table first keeps `hf`, `vllm`, ... available beside `dmax`.
@@ -70,13 +74,17 @@ import lm_eval.models  # noqa: F401
 import torch
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
+from pydantic import BaseModel, TypeAdapter, ValidationError
 from tqdm.auto import tqdm
 
 from dmax_core.bundle import load_bundle
+from dmax_core.config import DecodingConfig, DmaxConfig, EvaluateConfig, ModelConfig, ThreadsConfig
 from dmax_core.decoding import POLICIES, SWEPT_KNOB, DecodeResult, ForwardInfo, build_policy, generate_batch
 from dmax_core.errors import ConfigError, DmaxError
+from dmax_core.evaluation.answers import answer_text, turn_end_ids
+from dmax_core.evaluation.records import summarize
 from dmax_core.registry import check_int
-from dmax_core.tokenizer import ROLE_END_TOKEN, encode, special_token_ids
+from dmax_core.tokenizer import encode
 
 __all__ = ["MODEL_NAME", "DmaxLM", "LoglikelihoodUnsupported", "speed_figures"]
 
@@ -134,22 +142,22 @@ class DmaxLM(LM):
         self.pretrained = Path(str(pretrained)).expanduser()
         self.decoder = _policy_name(decoder)
         self.policy = _policy(self.decoder, threshold, knobs)
-        self.gen_length = _int_arg("gen_length", gen_length, 1)
-        self.block_length = _int_arg("block_length", block_length, 1)
+        # Each setting is checked by the config field it is in a dmax config (`_setting`), so a model arg
+        # accepts exactly what `dmax evaluate` accepts for the same setting.
+        self.gen_length = _setting(EvaluateConfig, "gen_length", gen_length)
+        self.block_length = _setting(DmaxConfig, "block_length", block_length)
         self.batch_size = _batch_size(batch_size, max_batch_size)
-        self.max_forwards_per_block = (None if max_forwards_per_block is None
-                                       else _int_arg("max_forwards_per_block", max_forwards_per_block, 1))
-        self.compile = _bool_arg("compile", compile)
+        self.max_forwards_per_block = _setting(DecodingConfig, "max_forwards_per_block", max_forwards_per_block)
+        self.compile = _setting(DecodingConfig, "compile", compile)
         if self.compile and self.batch_size != 1:
             raise ConfigError("dmax model_args: compile=true decodes one row at a time: set batch_size=1")
         self._device = _device(device)
-        if dtype not in DTYPES:
-            raise ConfigError(f"dmax model_args: dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+        dtype = _setting(ModelConfig, "dtype", dtype)
         if threads is not None:
-            torch.set_num_threads(_int_arg("threads", threads, 1))
+            torch.set_num_threads(_setting(ThreadsConfig, "decode", threads, "threads"))
 
         self.model, self.tokenizer = load_bundle(self.pretrained, device=str(self._device), dtype=DTYPES[dtype])
-        self._turn_end = _turn_end_ids(self.tokenizer)
+        self._turn_end = turn_end_ids(self.tokenizer)
         self.max_positions = int(getattr(self.model.config, "max_position_embeddings", 0) or 0)
         self.records: list[dict[str, Any]] = []  # one per request: task, doc_id, tokens, nfe, seconds, tpf
         self._wall_seconds = 0.0
@@ -222,7 +230,7 @@ class DmaxLM(LM):
         def finished(row: int, result: DecodeResult) -> None:
             index = indices[row]
             request = requests[index]
-            text = self._text(result, plans[index]["until"])
+            text = answer_text(self.tokenizer, result, turn_end_ids=self._turn_end, until=plans[index]["until"])
             texts[index] = text
             self.records.append({
                 "task": getattr(request, "task_name", None), "doc_id": getattr(request, "doc_id", None),
@@ -245,15 +253,6 @@ class DmaxLM(LM):
         if self._device.type == "cuda":
             torch.cuda.synchronize(self._device)
         self._wall_seconds += time.perf_counter() - started
-
-    def _text(self, result: DecodeResult, until: Sequence[str]) -> str:
-        """The answer text: ids up to the end of the assistant turn, decoded, cut at the first stop string."""
-        raw = result.raw_ids[result.prompt_length:] if result.raw_ids is not None else result.generated_ids
-        ids = raw.tolist()
-        end = next((i for i, token in enumerate(ids) if token in self._turn_end), len(ids))
-        text = self.tokenizer.decode(ids[:end], skip_special_tokens=True)
-        cuts = [position for stop in until if (position := text.find(stop)) >= 0]
-        return text[: min(cuts)] if cuts else text
 
     def _warn_ignored(self, gen_kwargs: dict[str, Any]) -> None:
         """Warn once per setting a greedy block decoder does not apply (sampling, beam search, ...)."""
@@ -322,33 +321,11 @@ class DmaxLM(LM):
 
 
 def speed_figures(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """dmax's per-sample figures (`evaluation/records.py` names, §5.4 counting) over request records."""
+    """dmax's per-sample figures (`evaluation.records.summarize`: the names and §5.4 counting of every
+    evaluation cell) over request records."""
     if not records:
         return {}
-    n = len(records)
-    tokens = sum(r["tokens"] for r in records)
-    nfe = sum(r["nfe"] for r in records)
-    seconds = sum(r["seconds"] for r in records)
-    return {
-        "n": n,
-        "tpf": sum(r["tokens"] / r["nfe"] for r in records) / n,
-        "tpf_total": tokens / nfe,
-        "nfe": nfe / n,
-        "tokens": tokens / n,
-        "tps": sum(r["tokens"] / r["seconds"] for r in records if r["seconds"] > 0) / n,
-        "tps_total": tokens / seconds if seconds > 0 else 0.0,
-        "seconds": seconds / n,
-    }
-
-
-def _turn_end_ids(tokenizer: Any) -> frozenset[int]:
-    """Ids that end the assistant's turn: EOS, and `<|role_end|>` where the vocabulary has it (dmax's and
-    LLaDA2's templates close every turn with it)."""
-    ids = {special_token_ids(tokenizer)["eos"]}
-    role_end = tokenizer.convert_tokens_to_ids(ROLE_END_TOKEN)
-    if isinstance(role_end, int) and role_end != tokenizer.unk_token_id:
-        ids.add(role_end)
-    return frozenset(ids)
+    return summarize([r["tokens"] for r in records], [r["nfe"] for r in records], [r["seconds"] for r in records])
 
 
 # ------------------------------------------------------------------------------------ model args
@@ -361,7 +338,8 @@ def _policy_name(decoder: Any) -> str:
 
 
 def _policy(decoder: str, threshold: Any, knobs: dict[str, Any]) -> Any:
-    """The policy with its threshold and knobs; a key that is neither a model arg nor a knob is named."""
+    """The policy with its threshold and knobs; a key that is neither a model arg nor a knob is named, and
+    the knobs' values are checked as `decoding.<decoder>.<knob>` is in a dmax config (`DecodingConfig`)."""
     if threshold is None:
         raise ConfigError(f"dmax model_args: threshold=<number> is required (the {decoder} decoder's threshold)")
     if isinstance(threshold, bool):
@@ -377,26 +355,27 @@ def _policy(decoder: str, threshold: Any, knobs: dict[str, Any]) -> Any:
             f"dmax model_args: unknown argument(s) {', '.join(unknown)}: not a dmax model argument "
             f"({', '.join(_MODEL_ARGS)}) nor a knob of the {decoder} decoder ({', '.join(known) or 'none'})")
     try:
-        return build_policy(decoder, threshold, knobs)
+        resolved = DecodingConfig.model_validate({decoder: knobs}).knobs(decoder)
+        return build_policy(decoder, threshold, resolved)
+    except ValidationError as exc:
+        raise ConfigError(f"dmax model_args: {_first_error(exc)}") from None
     except ValueError as exc:
         raise ConfigError(f"dmax model_args: {exc}") from None
 
 
-def _int_arg(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        value = int(value)
+def _setting(model: type[BaseModel], field: str, value: Any, arg: str | None = None) -> Any:
+    """`value` checked and coerced (lm-eval passes model args as strings) by the field `model.field` of
+    dmax's config, so one set of rules says what a setting may be wherever it is given."""
+    info = model.model_fields[field]
     try:
-        return check_int(name, value, minimum)
-    except ValueError as exc:
-        raise ConfigError(f"dmax model_args: {exc}") from None
+        kind = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+        return TypeAdapter(kind).validate_python(value)
+    except ValidationError as exc:
+        raise ConfigError(f"dmax model_args: {arg or field}={value}: {_first_error(exc)}") from None
 
 
-def _bool_arg(name: str, value: Any) -> bool:
-    if isinstance(value, str) and value.lower() in ("true", "false"):
-        return value.lower() == "true"
-    if not isinstance(value, bool):
-        raise ConfigError(f"dmax model_args: {name} must be true or false, got {value!r}")
-    return value
+def _first_error(exc: ValidationError) -> str:
+    return exc.errors()[0]["msg"].removeprefix("Value error, ")
 
 
 def _batch_size(batch_size: Any, max_batch_size: Any) -> int:
@@ -404,8 +383,8 @@ def _batch_size(batch_size: Any, max_batch_size: Any) -> int:
     if isinstance(batch_size, str) and batch_size.startswith("auto"):
         if max_batch_size is None:
             return AUTO_BATCH_SIZE
-        return _int_arg("max_batch_size", max_batch_size, 1)
-    return _int_arg("batch_size", batch_size, 1)
+        return _setting(EvaluateConfig, "batch_size", max_batch_size, "max_batch_size")
+    return _setting(EvaluateConfig, "batch_size", batch_size)
 
 
 def _device(device: Any) -> torch.device:

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from dmax_core.config import DmaxConfig
 from dmax_core.decoding import build_policy
 from dmax_core.errors import DataError
-from dmax_core.evaluation.records import Cell, Sample
+from dmax_core.evaluation.records import Cell, Sample, summarize
 from dmax_core.evaluation.runner import DecodeRun, decode_problems
 from dmax_core.files import checksums_digest, sha256_file
 from dmax_core.metric_logger import MetricLogger
@@ -175,11 +175,11 @@ def merge_shards(cfg: DmaxConfig, layout: RunLayout, task: Task) -> StageResult:
     table = pa.concat_tables(tables).combine_chunks()
     correct = table.column("correct").to_pylist()
     tokens, nfe = table.column("tokens").to_pylist(), table.column("nfe").to_pylist()
-    n = len(correct)
-    figures = {"accuracy": sum(correct) / n, "tpf": sum(t / f for t, f in zip(tokens, nfe, strict=True)) / n,
-               "nfe": sum(nfe) / n, "tokens": sum(tokens) / n, "throughput": sum(tokens) / max(sum(walls), 1e-9)}
-    if not task.has_reference:
-        figures.pop("accuracy")
+    # The unsharded path's figures (`Cell.from_samples` picks the same names); the table keeps no latencies.
+    summary = summarize(tokens, nfe, correct=correct)
+    figures = {name: summary[name] for name in ("accuracy", "tpf", "nfe", "tokens") if name != "accuracy"
+               or task.has_reference}
+    figures["throughput"] = sum(tokens) / max(sum(walls), 1e-9)
     if not cfg.distill.keep_incorrect:
         table = table.filter(pa.array(correct))
     if table.num_rows == 0:

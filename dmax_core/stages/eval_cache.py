@@ -1,7 +1,7 @@
 """Finished evaluation cells kept on disk while `evaluate` runs, so a killed evaluation resumes.
 
 A 16B sweep takes hours; `evaluate` writes `eval/` only at the end, in one piece. Each cell (with every
-sample it scored) and each model's decoding traces are therefore written here, atomically, as soon as
+sample it scored and the traces recorded while it decoded) is therefore written here, atomically, as soon as
 they are measured, under a key that names everything the result depends on: the task and the exact
 problems of the split, the model's weights (its `SHA256SUMS` digest, else the weight files' names, sizes
 and modification times), the decoder with its knobs and threshold, every setting of the decoding frame
@@ -60,7 +60,7 @@ def key_of(parts: Mapping[str, Any]) -> str:
 
 
 class EvalCache:
-    """Cells and traces of one run directory's evaluation in progress (module docstring)."""
+    """Cells (with their traces) of one run directory's evaluation in progress (module docstring)."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = Path(directory)
@@ -68,30 +68,23 @@ class EvalCache:
     def _path(self, key: str, kind: str) -> Path:
         return self.directory / f"{kind}-{key}.json"
 
-    def load_cell(self, key: str) -> tuple[Cell, list[Sample], str] | None:
-        """(cell, its samples, the model's dtype) when the cell was finished, else None. A file that cannot
-        be read (a disk error, a hand edit) is decoded again rather than trusted."""
+    def load_cell(self, key: str) -> tuple[Cell, list[Sample], str, list[dict]] | None:
+        """(cell, its samples, the model's dtype, its decoding traces) when the cell was finished, else None.
+        A file that cannot be read (a disk error, a hand edit) is decoded again rather than trusted."""
         try:
             data = read_json_object(self._path(key, "cell"), "cached evaluation cell")
             if data is None:
                 return None
-            return Cell.from_json(data["cell"]), [Sample(**s) for s in data["samples"]], str(data["dtype"])
+            return (Cell.from_json(data["cell"]), [Sample(**s) for s in data["samples"]], str(data["dtype"]),
+                    list(data.get("traces", [])))
         except (ValueError, KeyError, TypeError):
             return None
 
-    def save_cell(self, key: str, cell: Cell, samples: Sequence[Sample], dtype: str) -> None:
+    def save_cell(self, key: str, cell: Cell, samples: Sequence[Sample], dtype: str,
+                  traces: Sequence[dict] = ()) -> None:
+        """Keep a finished cell with its samples and the traces recorded during its decode (if any)."""
         atomic_write_json(self._path(key, "cell"), {"cell": cell.to_json(), "samples": [asdict(s) for s in samples],
-                                                    "dtype": dtype})
-
-    def load_traces(self, key: str) -> list[dict] | None:
-        try:
-            data = read_json_object(self._path(key, "traces"), "cached decoding traces")
-            return None if data is None else list(data["traces"])
-        except (ValueError, KeyError, TypeError):
-            return None
-
-    def save_traces(self, key: str, traces: list[dict]) -> None:
-        atomic_write_json(self._path(key, "traces"), {"traces": traces})
+                                                    "dtype": dtype, "traces": list(traces)})
 
     def clear(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)

@@ -30,7 +30,7 @@ from dmax_core.evaluation.records import Cell, Evaluation
 from dmax_core.evaluation.rules import compute_headline, ratio_interval
 from dmax_core.evaluation.runner import decode_problems
 from dmax_core.evaluation.speed import RoutingMonitor, bytes_per_forward, mbu, peak_bandwidth
-from dmax_core.evaluation.traces import record_traces
+from dmax_core.evaluation.traces import trace_record
 from dmax_core.files import atomic_directory, atomic_write_json, atomic_write_text, checksums_digest
 from dmax_core.metric_logger import MetricLogger
 from dmax_core.results import StageResult
@@ -144,23 +144,15 @@ def traced_tasks(tasks: list[EvalTask], model_name: str, decoder: str) -> list[E
     return [spec for spec in tasks if (spec.arms[1].model, spec.arms[1].decoder) == (model_name, decoder)]
 
 
-def trace_samples(cfg: DmaxConfig, model: Any, tokenizer: Any, traced: list[EvalTask], model_name: str,
-                  decoder: str) -> list[dict]:
-    """Traces of `decoder` on the first `report.trace_samples` test problems of every task in `traced`
-    (`traced_tasks`; `evaluation.traces`), at the sweep's lowest threshold."""
-    if not cfg.report.trace_samples:
-        return []
-    threshold = min(cfg.evaluate.thresholds)
-    out = []
-    for spec in traced:
-        traces = record_traces(
-            model, tokenizer, spec.task, spec.problems["test"][: cfg.report.trace_samples],
-            build_policy(decoder, threshold, cfg.decoding.knobs(decoder)), gen_length=cfg.evaluate.gen_length,
-            block_length=cfg.block_length, max_blocks=cfg.report.trace_blocks,
-            max_forwards_per_block=cfg.decoding.max_forwards_per_block)
-        out += [{"task": spec.name, "model": model_name, "decoder": decoder, "threshold": threshold,
-                 **trace} for trace in traces]
-    return out
+def traces_wanted(cfg: DmaxConfig, tasks: list[EvalTask], spec: EvalTask, model_name: str, decoder: str,
+                  threshold: float, split: str) -> int:
+    """How many of this cell's samples the report pictures: `report.trace_samples` for the method arm's
+    test cell at the sweep's lowest threshold (where SPD revises most), recorded during that cell's own
+    decode; none for every other cell."""
+    if split != "test" or threshold != min(cfg.evaluate.thresholds) or spec not in traced_tasks(
+            tasks, model_name, decoder):
+        return 0
+    return cfg.report.trace_samples
 
 
 def evaluate(cfg: DmaxConfig, logger: MetricLogger) -> StageResult:
@@ -180,7 +172,7 @@ def evaluate(cfg: DmaxConfig, logger: MetricLogger) -> StageResult:
     measure_bandwidth = peak_bandwidth(device) is not None  # MBU where the device's peak is known (GPUs)
     bar = tqdm(total=sum(len(spec.problems[split]) for _, spec, _, _, split in work), desc="evaluate",
                unit="problem", dynamic_ncols=True)
-    traces: list[dict] = []
+    traces_of: dict[tuple[str, str, str], list[dict]] = {}  # (model, decoder, task) -> its traced samples
     cache = EvalCache(layout.path(EVAL_CELLS))
     frame = {"gen_length": ev.gen_length, "block_length": cfg.block_length, "batch_size": ev.batch_size,
              "max_forwards_per_block": cfg.decoding.max_forwards_per_block, "compile": cfg.decoding.compile,
@@ -200,12 +192,14 @@ def evaluate(cfg: DmaxConfig, logger: MetricLogger) -> StageResult:
 
         for _, spec, decoder, threshold, split in (item for item in work if item[0] == model_name):
             knobs = cfg.decoding.knobs(decoder)
+            n_traces = traces_wanted(cfg, tasks, spec, model_name, decoder, threshold, split)
             key = key_of({"task": spec.name, "split": split, "problems": problems_digest(spec.problems[split]),
                           "model": model_name, "weights": weights, "decoder": decoder, "threshold": threshold,
-                          "knobs": knobs, **frame})
+                          "knobs": knobs, **frame,
+                          **({"traces": [n_traces, cfg.report.trace_blocks]} if n_traces else {})})
             found = cache.load_cell(key)
             if found is not None:
-                cell, samples, cell_dtype = found
+                cell, samples, cell_dtype, cell_traces = found
                 dtypes.add(cell_dtype)
                 resumed += 1
                 bar.update(len(samples))
@@ -218,7 +212,7 @@ def evaluate(cfg: DmaxConfig, logger: MetricLogger) -> StageResult:
                         build_policy(decoder, threshold, knobs), gen_length=ev.gen_length,
                         block_length=cfg.block_length, batch_size=ev.batch_size,
                         max_forwards_per_block=cfg.decoding.max_forwards_per_block, compiled=cfg.decoding.compile,
-                        on_sample=lambda _sample: bar.update(1),
+                        on_sample=lambda _sample: bar.update(1), trace_rows=n_traces,
                     )
                 samples = run.samples
                 utilisation = (mbu(bytes_per_forward(model, routing.mean_experts()), run.forwards_per_second,
@@ -226,28 +220,26 @@ def evaluate(cfg: DmaxConfig, logger: MetricLogger) -> StageResult:
                 cell = Cell.from_samples(model_name, decoder, threshold, split, samples, batch_size=run.batch_size,
                                          throughput=run.throughput, forwards_per_second=run.forwards_per_second,
                                          mbu=utilisation, task=spec.name)
-                cache.save_cell(key, cell, samples, str(model.dtype).removeprefix("torch."))
+                cell_traces = [
+                    {"task": spec.name, "model": model_name, "decoder": decoder, "threshold": threshold,
+                     **trace_record(tokenizer, spec.problems[split][i], run.traced[i], samples[i].text,
+                                    block_length=cfg.block_length, max_blocks=cfg.report.trace_blocks)}
+                    for i in sorted(run.traced)]
+                cache.save_cell(key, cell, samples, str(model.dtype).removeprefix("torch."), cell_traces)
             cells.append(cell)
             samples_of[cell.key] = samples
+            if cell_traces:
+                traces_of[(model_name, decoder, spec.name)] = cell_traces
             bar.set_postfix(cell=f"{spec.name}/{cell.label}", acc=f"{cell.accuracy:.3f}", tpf=f"{cell.tpf:.2f}")
             logger.log_metrics(cell.metrics())
             kept = {"model": model_name, "decoder": decoder, "threshold": threshold, "split": split, "task": spec.name}
             kept_samples += [{**kept, **asdict(s)} for s in samples[: ev.samples_to_keep]]
-        for decoder in dict.fromkeys(spec.arms[1].decoder for spec in tasks):
-            traced = traced_tasks(tasks, model_name, decoder)
-            if not traced or not cfg.report.trace_samples:
-                continue
-            key = key_of({"traces": [[spec.name, problems_digest(spec.problems["test"][: cfg.report.trace_samples])]
-                                     for spec in traced], "model": model_name, "weights": weights,
-                          "decoder": decoder, "knobs": cfg.decoding.knobs(decoder),
-                          "threshold": min(ev.thresholds), "report": cfg.report.model_dump(mode="json"), **frame})
-            found_traces = cache.load_traces(key)
-            if found_traces is None:
-                found_traces = trace_samples(cfg, *model_and_tokenizer(), traced, model_name, decoder)
-                cache.save_traces(key, found_traces)
-            traces += found_traces
         loaded = model = tokenizer = None
         release_memory()
+    # Traces in the report's order: by model, then the method arms' decoders, then task.
+    traces = [trace for model_name in ev.models for decoder in dict.fromkeys(spec.arms[1].decoder for spec in tasks)
+              for spec in traced_tasks(tasks, model_name, decoder)
+              for trace in traces_of.get((model_name, decoder, spec.name), [])]
     if resumed:
         log.info("evaluate: %d of %d cells read from the interrupted run's %s", resumed, len(work),
                  layout.path(EVAL_CELLS))

@@ -61,6 +61,10 @@ class Task(ABC):
     score_names: ClassVar[tuple[str, ...]] = ("correct",)
     # False for prompt sets without answers: nothing can be scored, so no accuracy is reported.
     has_reference: ClassVar[bool] = True
+    # Answers scored at once, off the decode loop (`evaluation.runner`): one thread for scorers that only
+    # compute (a second would contend with the decode loop for the interpreter); the code benchmarks,
+    # whose score waits on sandboxed programs, run several (their `workers` knob).
+    score_workers: int = 1
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)

@@ -9,6 +9,7 @@ out). A program identical under both rules runs once.
 
 from __future__ import annotations
 
+import os
 from abc import abstractmethod
 
 from dmax_core.registry import check_int
@@ -21,13 +22,16 @@ __all__ = ["CodeTask"]
 
 class CodeTask(BenchmarkTask):
     """A benchmark scored by executing tests. Extra knobs: the sandbox's wall-clock `timeout` (seconds) and
-    `memory_mb` per program."""
+    `memory_mb` per program, and `workers`, how many answers are scored (their programs run) at once while
+    decoding goes on (`evaluation.runner`; default: one per CPU core)."""
 
     def __init__(self, path: str, split: str = "test", limit: int | None = None, allow_download: bool = False,
-                 timeout: int = 10, memory_mb: int = 1024) -> None:
+                 timeout: int = 10, memory_mb: int = 1024, workers: int | None = None) -> None:
         super().__init__(path, split, limit, allow_download)
         self.timeout = check_int("timeout", timeout, 1)
         self.memory_mb = check_int("memory_mb", memory_mb, 64)
+        # A scoring thread only waits on its sandboxed subprocess, so one per core keeps the cores busy.
+        self.score_workers = (os.cpu_count() or 1) if workers is None else check_int("workers", workers, 1)
 
     @property
     def limits(self) -> Limits:

