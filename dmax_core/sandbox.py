@@ -1,9 +1,23 @@
 """Run untrusted generated Python programs (HumanEval / MBPP answers plus their tests) in throw-away processes.
 
 `run_program(source)` writes `source` to `program.py` in a fresh temporary directory, runs it with
-`sys.executable -I -B` under resource limits, and maps what happened to a `Verdict`: `passed` (exit 0),
-`failed` (any other exit: an assertion, an exception, a signal), `timeout` (wall or CPU time limit),
-`memory` (MemoryError or another out-of-memory report) or `error` (the sandbox itself could not run it).
+`sys.executable -I -B` under resource limits, and maps what happened to a `Verdict`: `passed` (exit 0
+*and* the program ran to its last line, below), `failed` (any other end: an assertion, an exception, a
+signal, or an exit before the end), `timeout` (wall or CPU time limit), `memory` (MemoryError or another
+out-of-memory report) or `error` (the sandbox itself could not run it).
+
+A pass means the tests ran to their end
+---------------------------------------
+A test program is the answer followed by its tests, so exit status 0 alone is no evidence: an answer
+that calls `exit()`, `quit()`, `sys.exit(0)`, `raise SystemExit(0)` or `os._exit(0)` -- at top level, in
+a class body, in a default argument or under `if __name__ == "__main__":` -- would end the interpreter
+with status 0 before a single test ran. The sandbox therefore appends one last top-level statement to
+every program: it writes a fresh random nonce (per run, `secrets.token_hex(16)`) to a pipe inherited only
+by the program (its descriptor number is in that statement too). The parent says `passed` only when
+the status is 0 and the pipe holds exactly the nonce; status 0 without it is `failed`, "the program
+exited before its tests finished". A program that catches SystemExit and goes on does reach the end,
+and passes if its tests do. The nonce is in program.py, which the program can read: this stops
+generated code that ends early, not a program written to forge the marker (see "not provided").
 `run_programs` runs many in parallel, keeping their order; `main` is the `dmax sandbox FILE` command.
 
 How one program runs
@@ -63,6 +77,8 @@ What isolation is NOT provided
   buggy generated code, not an attacker.
 * Without namespaces the network is reachable and a process that detaches (setsid) and re-executes with an
   environment lacking the marker escapes the cleanup unless a pids cgroup is in use.
+* The end-of-tests nonce is written into program.py, which the program may read: a program written
+  to find it could forge a pass (no generated answer does this by accident).
 * The `marked_processes` scan sees only processes whose environment the caller may read (its own uid, or
   all as root).
 * A run's pids cgroup (`dmax-sandbox-<token>` beside our own cgroup) is removed at the end of the run; if
@@ -96,6 +112,9 @@ from typing import Any
 MARKER_ENV = "DMAX_SANDBOX_ID"
 OUTPUT_CAP = 64 * 1024
 PROGRAM_NAME = "program.py"
+# Appended to every program as its last top-level statement (module docstring); filled per run.
+_END_MARKER = "\n\n# dmax sandbox: the program ran to its end\n__import__('os').write({fd}, b'{nonce}')\n"
+_EARLY_EXIT = "the program exited before its tests finished (exit status 0, no end-of-tests marker)"
 STATUSES = ("passed", "failed", "timeout", "memory", "error")
 
 _UNSHARE_FLAGS = ("--net", "--pid", "--fork", "--kill-child", "--mount-proc", "--ipc", "--uts")
@@ -208,6 +227,7 @@ class _Outcome:
     stderr: bytes
     reports: list[dict[str, Any]]
     leader_returncode: int | None  # of unshare, or of the init without namespaces
+    reached_end: bool = False  # the end-of-tests marker arrived with this run's nonce
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -315,14 +335,22 @@ def _execute(source: str, limits: Limits, config: _Config) -> Verdict:
     workdir = Path(tempfile.mkdtemp(prefix="dmax-sandbox-"))
     cgroup: Path | None = None
     started = time.monotonic()
+    end_read, end_write = os.pipe()
     try:
-        (workdir / PROGRAM_NAME).write_text(source, encoding="utf-8")
+        nonce = secrets.token_hex(16)
+        (workdir / PROGRAM_NAME).write_text(source + _END_MARKER.format(fd=end_write, nonce=nonce), encoding="utf-8")
         if config.cgroup_parent is not None:
             cgroup = _create_cgroup(Path(config.cgroup_parent), token, limits.max_processes + 2)
-        outcome = _run(workdir, token, limits, config, cgroup)
+        outcome = _run(workdir, token, limits, config, cgroup, end_write)
+        os.close(end_write)
+        end_write = -1
+        outcome.reached_end = _read_all(end_read) == nonce.encode()
     except (OSError, ValueError, subprocess.SubprocessError) as exc:
         return Verdict("error", None, round(time.monotonic() - started, 3), _one_line(f"sandbox: {exc}"))
     finally:
+        for fd in (end_read, end_write):
+            if fd >= 0:
+                os.close(fd)
         _kill_everything(token, cgroup)
         if cgroup is not None:
             _remove_cgroup(cgroup)
@@ -330,7 +358,9 @@ def _execute(source: str, limits: Limits, config: _Config) -> Verdict:
     return _classify(outcome, limits)
 
 
-def _run(workdir: Path, token: str, limits: Limits, config: _Config, cgroup: Path | None) -> _Outcome:
+def _run(workdir: Path, token: str, limits: Limits, config: _Config, cgroup: Path | None,
+         end_fd: int) -> _Outcome:
+    """Launch the program (the end-of-tests pipe `end_fd` inherited by it alone) and supervise it."""
     status_read, status_write = os.pipe()
     try:
         try:
@@ -343,7 +373,7 @@ def _run(workdir: Path, token: str, limits: Limits, config: _Config, cgroup: Pat
                 env=_environment(workdir, token),
                 start_new_session=True,
                 close_fds=True,
-                pass_fds=(status_write,),
+                pass_fds=(status_write, end_fd),
             )
         finally:
             os.close(status_write)
@@ -468,7 +498,8 @@ def _has_ended(pid: int) -> bool:
         return True
 
 
-def _read_reports(fd: int) -> list[dict[str, Any]]:
+def _read_all(fd: int) -> bytes:
+    """What a pipe holds now (its writers have ended), without waiting for more."""
     os.set_blocking(fd, False)
     data = bytearray()
     while True:
@@ -479,8 +510,12 @@ def _read_reports(fd: int) -> list[dict[str, Any]]:
         if not chunk:
             break
         data += chunk
+    return bytes(data)
+
+
+def _read_reports(fd: int) -> list[dict[str, Any]]:
     reports = []
-    for line in data.decode("utf-8", "replace").splitlines():
+    for line in _read_all(fd).decode("utf-8", "replace").splitlines():
         try:
             item = json.loads(line)
         except json.JSONDecodeError:
@@ -509,6 +544,8 @@ def _classify(outcome: _Outcome, limits: Limits) -> Verdict:
     code = os.waitstatus_to_exitcode(int(statuses[-1]["status"]))
     cpu = float(statuses[-1].get("cpu", 0.0))
     if code == 0:
+        if not outcome.reached_end:
+            return Verdict("failed", 0, seconds, _EARLY_EXIT)
         return Verdict("passed", 0, seconds, "exit code 0")
     if code < 0:
         number = -code

@@ -361,3 +361,95 @@ def test_humaneval_answers_through_dmax_extraction_pass(humaneval_problems):
     failures = [problem["task_id"] for problem, verdict in zip(humaneval_problems, verdicts, strict=True)
                 if verdict.status != "passed"]
     assert failures == []
+
+
+# ------------------------------------------------------------------------------- a pass needs the tests' end
+EARLY_EXITS = {
+    "exit()": "exit()",
+    "quit()": "quit()",
+    "sys.exit(0)": "__import__('sys').exit(0)",
+    "sys.exit()": "__import__('sys').exit()",
+    "raise SystemExit(0)": "raise SystemExit(0)",
+    "os._exit(0)": "__import__('os')._exit(0)",
+}
+PLACES = {
+    "top level": "{call}\n",
+    "class body": "class Answer:\n    {call}\n",
+    "default argument": "def answer(x=({call_expr})):\n    return x\n",
+    "main guard": "if __name__ == '__main__':\n    {call}\n",
+}
+
+
+@pytest.mark.parametrize("place", PLACES)
+@pytest.mark.parametrize("call", EARLY_EXITS)
+def test_an_early_exit_anywhere_is_a_failure_with_its_reason(call, place):
+    statement = EARLY_EXITS[call]
+    if place == "default argument" and statement.startswith("raise"):
+        statement = "(_ for _ in ()).throw(SystemExit(0))"  # a raise as an expression
+    answer = PLACES[place].format(call=statement, call_expr=statement)
+    verdict = run_program(answer + "\nassert False, 'the tests ran'\n")
+    assert verdict.status == "failed", verdict
+    assert verdict.returncode == 0 and "exited before its tests finished" in verdict.detail
+
+
+def test_a_program_that_catches_its_exit_runs_its_tests():
+    caught = "try:\n    raise SystemExit(0)\nexcept SystemExit:\n    pass\n"
+    assert run_program(caught + "assert 1 + 1 == 2\n").status == "passed"
+    assert run_program(caught + "assert 1 + 1 == 3\n").status == "failed"
+
+
+def test_a_printed_marker_is_no_evidence():
+    """The marker is a per-run nonce on a private pipe: text on stdout, or a guessed nonce written to the
+    pipe by an early-exiting program, does not pass."""
+    fake = ("print('# dmax sandbox: the program ran to its end')\nimport os, sys\n"
+            "for fd in range(3, 20):\n    try:\n        os.write(fd, b'0' * 32)\n    except OSError:\n        pass\n"
+            "sys.exit(0)\n")
+    verdict = run_program(fake + "assert False\n")
+    assert verdict.status == "failed" and "exited before its tests finished" in verdict.detail
+
+
+def test_the_cli_fails_an_early_exit(tmp_path, capsys):
+    program = tmp_path / "early.py"
+    program.write_text("import sys\nsys.exit(0)\nassert False\n")
+    assert main([str(program)]) == 1
+    verdict = json.loads(capsys.readouterr().out)
+    assert verdict["status"] == "failed" and "exited before its tests finished" in verdict["detail"]
+
+
+@pytest.mark.parametrize(("answer", "dmax_passes"), [
+    ("class Solution:\n    import sys\n    sys.exit(0)\n", False),
+    ("import sys\ndef helper(x=sys.exit(0)):\n    return x\n", False),
+    ("import sys\nif __name__ == '__main__':\n    sys.exit(0)\n", True),
+], ids=["class body", "default argument", "main guard"])
+def test_humaneval_scores_an_early_exit_answer_as_wrong(humaneval_problems, answer, dmax_passes):
+    """Through the HumanEval task's `score`, as evaluation scores. DMax's program keeps the class and the
+    def, whose body or default runs at definition time, so it exits early and fails; it drops the main
+    guard, so there the tests do run (and pass: the answer holds the canonical solution). The strict
+    program keeps everything and fails every time."""
+    from dmax_core.tasks import build_task
+    from dmax_core.tasks.base import Problem
+
+    task = build_task("humaneval")
+    row = humaneval_problems[0]
+    problem = Problem(row["prompt"], row["prompt"] + row["canonical_solution"], "", task="humaneval",
+                      data={"task_id": row["task_id"], "test": row["test"], "entry_point": row["entry_point"]})
+    passing = f"```python\n{row['prompt']}{row['canonical_solution']}\n```"
+    assert all(task.score(passing, problem).values())
+    early = f"```python\n{answer}\n{row['prompt']}{row['canonical_solution']}\n```"
+    scores = task.score(early, problem)
+    assert scores == {"dmax_compatible": dmax_passes, "strict": False}, scores
+
+
+@pytest.mark.slow
+def test_humaneval_canonical_solutions_pass_through_the_cli(humaneval_problems, tmp_path, capsys):
+    """`dmax sandbox FILE` (its `main`, in this process) on each of the 164 canonical programs: 164 passes,
+    each with the end-of-tests marker."""
+    failed = []
+    for index, problem in enumerate(humaneval_problems):
+        path = tmp_path / f"he_{index}.py"
+        path.write_text(_program(problem, problem["canonical_solution"]))
+        code = main([str(path)])
+        verdict = json.loads(capsys.readouterr().out)
+        if code != 0 or verdict["status"] != "passed":
+            failed.append((problem["task_id"], verdict))
+    assert not failed, failed[:3]
