@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from dmax_core import sandbox
-from dmax_core.sandbox import Limits, Verdict, isolation, main, run_program, run_programs
+from dmax_core.sandbox import Limits, Verdict, isolation, launch, main, probe, run_program, run_programs
 from dmax_core.tasks.code_answers import humaneval_program
 
 HOSTILE = Limits(cpu_seconds=2, wall_seconds=3, memory_bytes=256 << 20, max_processes=8, file_bytes=1 << 20)
@@ -47,7 +47,7 @@ class Runs:
 def runs(monkeypatch, tmp_path):
     """Record every run's marker token and process group; afterwards check nothing of them is left."""
     seen = Runs()
-    environment, supervise = sandbox._environment, sandbox._supervise
+    environment, supervise = launch.environment, launch.supervise
 
     def spy_environment(workdir, token):
         seen.tokens.append(token)
@@ -57,15 +57,15 @@ def runs(monkeypatch, tmp_path):
         seen.groups.append(proc.pid)
         return supervise(proc, *args)
 
-    monkeypatch.setattr(sandbox, "_environment", spy_environment)
-    monkeypatch.setattr(sandbox, "_supervise", spy_supervise)
+    monkeypatch.setattr(launch, "environment", spy_environment)
+    monkeypatch.setattr(launch, "supervise", spy_supervise)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # working directories go here, so we can check them
     yield seen
     for token in seen.tokens:
         assert sandbox.marked_processes(token) == [], f"a process of run {token} survived"
     assert not _processes_in_groups(set(seen.groups)), "a process of a run's process group survived"
     assert list(tmp_path.glob("dmax-sandbox-*")) == [], "a working directory was not deleted"
-    parent = sandbox._config().cgroup_parent
+    parent = probe.machine_config().cgroup_parent
     if parent is not None:
         assert not any((Path(parent) / f"dmax-sandbox-{token}").exists() for token in seen.tokens), "cgroup left"
 
@@ -172,8 +172,8 @@ def test_run_programs_keeps_order(runs):
 
 
 def test_sandbox_that_cannot_start_is_an_error(runs):
-    config = dataclasses.replace(sandbox._config(), unshare=("/nonexistent/unshare",))
-    verdict = sandbox._execute("pass\n", HOSTILE, config)
+    config = dataclasses.replace(probe.machine_config(), unshare=("/nonexistent/unshare",))
+    verdict = launch.execute("pass\n", HOSTILE, config)
     assert verdict.status == "error" and "nonexistent" in verdict.detail
 
 
@@ -260,13 +260,13 @@ def test_daemon_without_the_marker_dies_with_the_namespace_or_cgroup(runs):
 def test_fallback_without_namespaces_still_kills_what_is_left(runs, drop):
     """The marker scan (and the pids cgroup when there is one) must do the work of the PID namespace."""
     changes = {"unshare": None, **({"cgroup_parent": None} if "cgroup" in drop else {})}
-    config = dataclasses.replace(sandbox._config(), **changes)
+    config = dataclasses.replace(probe.machine_config(), **changes)
     tag = "420" if drop == "unshare" else "421"
     for template in (SLEEP_CHILD, INHERITING_DAEMON):
-        verdict = sandbox._execute(template.format(tag=tag), HOSTILE, config)
+        verdict = launch.execute(template.format(tag=tag), HOSTILE, config)
         assert verdict.status == "passed", verdict
         assert _processes_running("sleep", f"1000.{tag}") == []
-    assert sandbox._execute("while True:\n    pass\n", HOSTILE, config).status == "timeout"
+    assert launch.execute("while True:\n    pass\n", HOSTILE, config).status == "timeout"
 
 
 def test_network_is_unreachable(runs):
@@ -453,3 +453,32 @@ def test_humaneval_canonical_solutions_pass_through_the_cli(humaneval_problems, 
         if code != 0 or verdict["status"] != "passed":
             failed.append((problem["task_id"], verdict))
     assert not failed, failed[:3]
+
+
+def test_program_runner_runs_submitted_programs_at_once_and_keeps_them_apart(tmp_path):
+    """Each program writes when it started and ended (wall clock, to a file outside its working directory)
+    and sleeps 1 s; with two workers the two first intervals overlap, and every verdict is its own program's."""
+    from dmax_core.sandbox import ProgramRunner
+
+    def program(index: int) -> str:
+        log = tmp_path / f"p{index}.txt"
+        return (f"import time\nstart = time.time()\ntime.sleep(1.0)\n"
+                f"open({str(log)!r}, 'w').write(f'{{start}} {{time.time()}}')\n"
+                f"assert {index} % 3 != 2, 'program {index} fails'\n")
+
+    with ProgramRunner(Limits(cpu_seconds=5, wall_seconds=10), workers=2) as runner:
+        futures = [runner.submit(program(i)) for i in range(4)]
+        assert not all(f.done() for f in futures)  # submit returned before the programs finished
+    verdicts = [f.result() for f in futures]
+    assert [v.status for v in verdicts] == ["passed", "passed", "failed", "passed"]
+    assert verdicts[2].detail == "AssertionError: program 2 fails"
+    intervals = [tuple(map(float, (tmp_path / f"p{i}.txt").read_text().split())) for i in range(4)]
+    (a0, a1), (b0, b1) = intervals[0], intervals[1]
+    assert max(a0, b0) < min(a1, b1), intervals  # the first two ran at the same time
+
+
+def test_program_runner_refuses_no_workers():
+    from dmax_core.sandbox import ProgramRunner
+
+    with pytest.raises(ValueError, match="workers must be >= 1"):
+        ProgramRunner(workers=0)
