@@ -18,7 +18,7 @@ from dmax_core.results import ModelCandidate, StageResult
 from dmax_core.stages.common import is_main_process, labelled_pads, setup
 from dmax_core.stages.layout import BASE, TRAJECTORIES, RunLayout
 from dmax_core.training import duplicate_for_oput, encode_conversations, train_model
-from dmax_core.trajectories import load_trajectories
+from dmax_core.trajectories import dataset_use, load_trajectories
 
 
 def train(cfg: DmaxConfig, logger: MetricLogger) -> StageResult:
@@ -53,5 +53,6 @@ def train(cfg: DmaxConfig, logger: MetricLogger) -> StageResult:
         outputs={name: out},
         metrics={"train/final_loss": result.final_loss, "train/seconds": result.seconds},
         tags={"dmax.dataset_digest": trajectories.digest},
+        datasets=(dataset_use(layout.path(TRAJECTORIES), trajectories.digest, cfg.preset, context="training"),),
         candidate=ModelCandidate(output=name, family=objective, digest=checksums_digest(out)),
     )
