@@ -22,8 +22,9 @@ from dmax_core.config import load_config, pop_preset_flag
 from dmax_core.decoding import build_policy
 from dmax_core.evaluation.records import Cell
 from dmax_core.evaluation.runner import decode_problems
-from dmax_core.stages import RunLayout, run_stage
 from dmax_core.stages.common import task_of
+from dmax_core.stages.layout import RunLayout
+from dmax_core.stages.runner import run_stage
 
 SPD_THRESHOLDS = (0.9, 0.5, 0.0)
 

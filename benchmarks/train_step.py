@@ -22,9 +22,9 @@ from dmax_core.config import load_config
 from dmax_core.diffusion import add_noise, labelled_block_span, sample_mask_ratios, training_layout
 from dmax_core.env import device_name
 from dmax_core.models import LLaDA2MoeForDiffusionLM
+from dmax_core.objectives import training_loss
 from dmax_core.stages.common import model_config, task_splits, task_tokenizer
 from dmax_core.training import encode_conversations
-from dmax_core.training.objectives import training_loss
 
 WARMUP, TIMED = 3, 10
 

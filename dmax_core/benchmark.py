@@ -21,8 +21,8 @@ from dmax_core.evaluation.criteria import summarize_seeds
 from dmax_core.evaluation.records import Cell, Evaluation
 from dmax_core.evaluation.report import markdown_table, plot_tradeoff, sweep_table
 from dmax_core.files import atomic_write_json, atomic_write_text
-from dmax_core.stages import RunLayout, run_stage
-from dmax_core.stages.layout import METRICS
+from dmax_core.stages.layout import METRICS, RunLayout
+from dmax_core.stages.runner import run_stage
 
 
 def seed_config(preset: str, seed: int, overrides: list[str], root: Path) -> DmaxConfig:

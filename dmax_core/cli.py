@@ -31,7 +31,7 @@ TOOLS = {
 
 
 def _parser() -> argparse.ArgumentParser:
-    from dmax_core.stages import STAGES
+    from dmax_core.stages.table import STAGES
 
     parser = argparse.ArgumentParser(prog="dmax", description="DMax experiment platform (OPUT + SPD).")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -53,8 +53,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _print_report(cfg) -> None:
-    from dmax_core.stages import RunLayout
-    from dmax_core.stages.layout import REPORT_MARKDOWN, TRADEOFF_PLOT
+    from dmax_core.stages.layout import REPORT_MARKDOWN, TRADEOFF_PLOT, RunLayout
 
     layout = RunLayout.of(cfg)
     path = layout.path(REPORT_MARKDOWN)
@@ -89,8 +88,8 @@ def run(argv: Sequence[str] | None = None) -> int:
     if args.command == "config":
         print(cfg.to_yaml(), end="")
         return 0
-    from dmax_core.stages import run_pipeline, run_stage
     from dmax_core.stages.common import is_main_process
+    from dmax_core.stages.runner import run_pipeline, run_stage
 
     tracker = None
     if args.track and is_main_process():  # one MLflow record per distributed launch

@@ -2,10 +2,12 @@
 
 Presets live in `params/<name>.yaml` (a preset may start from another with `base: <name>`); users
 override any leaf with `dotted.key=value`. Unknown keys and bad values are errors that name the key,
-so a typo can never silently fall back to a default. The task (`task.name` and its knobs) and the
-decoding policies (`decoding.<policy>.<knob>`) are validated against their registries
-(`dmax_core.tasks.TASKS`, `dmax_core.decoding.POLICIES`), imported only when a config is validated: the
-one place a lower layer imports higher ones, because the registries are where the knobs are declared.
+so a typo can never silently fall back to a default. The task (`task.name` and its knobs), the
+decoding policies (`decoding.<policy>.<knob>`) and `train.objective` are validated against their registries
+(`dmax_core.tasks.TASKS`, `dmax_core.decoding.POLICIES`, `dmax_core.objectives.OBJECTIVES`),
+imported only when a config is validated, because the registries are where the knobs are declared. Tasks
+and decoding sit below this module; the objective registry sits in training, above it (the trainer reads
+`TrainConfig`): the one upward import of the package (docs/layers.md).
 This module only reads and validates; it does not create directories or touch the model. It is longer
 than most modules (about 400 lines) on purpose: the whole settings tree and its loading rules in one
 file, so that every knob a preset can set is found in one place.
@@ -43,7 +45,7 @@ def _tasks():
 
 
 def _objectives():
-    from dmax_core.training.objectives import OBJECTIVES  # torch: only when a config is validated
+    from dmax_core.objectives import OBJECTIVES  # torch: only when a config is validated
 
     return OBJECTIVES
 
@@ -168,7 +170,7 @@ class ModelConfig(_Strict):
 
 
 class ObjectiveConfig(BaseModel):
-    """The training objective (`dmax_core.training.objectives`) by name; every other key is one of its knobs.
+    """The training objective (`dmax_core.objectives`) by name; every other key is one of its knobs.
 
     A bare name is accepted (`train.objective=sft`), as are `train.objective.name=...` and knob overrides;
     the resolved config lists every knob with its value."""
@@ -201,7 +203,7 @@ class ObjectiveConfig(BaseModel):
 
 class TrainConfig(_Strict):
     """One trainer for every registered objective: block-diffusion SFT (`sft`), On-Policy Uniform Training
-    (`oput`), ... (`train.objective`, `dmax_core.training.objectives`).
+    (`oput`), ... (`train.objective`, `dmax_core.objectives`).
 
     Defaults follow spec §2.3 where they make sense at tiny scale; presets change lr/steps.
     """

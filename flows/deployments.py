@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from dmax_core.stages import STAGES
+from dmax_core.stages.table import STAGES
 
 PREFECT_VERSION = "3.8.8"
 WORK_POOL = {"name": "dmax-process", "work_queue_name": "default", "job_variables": {}}

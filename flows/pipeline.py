@@ -33,8 +33,9 @@ from prefect.runtime import deployment, flow_run  # noqa: E402
 
 from dmax_core.config import DmaxConfig, load_config  # noqa: E402
 from dmax_core.errors import DmaxError  # noqa: E402
-from dmax_core.stages import STAGES, Stage, get_stage, plan, run_stage  # noqa: E402
 from dmax_core.stages.distill import pending_shards  # noqa: E402
+from dmax_core.stages.runner import run_stage  # noqa: E402
+from dmax_core.stages.table import STAGES, Stage, get_stage, plan  # noqa: E402
 from dmax_core.tracking import Tracker  # noqa: E402
 
 STAGE_RETRIES = 2

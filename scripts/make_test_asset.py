@@ -20,7 +20,7 @@ import torch
 
 from dmax_core.bundle import load_bundle, read_provenance, save_bundle
 from dmax_core.config import load_config
-from dmax_core.stages import run_stage
+from dmax_core.stages.runner import run_stage
 
 ASSET = Path(__file__).resolve().parent.parent / "tests" / "assets" / "tiny-base"
 

@@ -18,7 +18,7 @@ from dmax_core.cli import main
 from dmax_core.config import load_config
 from dmax_core.errors import DataError
 from dmax_core.evaluation.records import Evaluation
-from dmax_core.stages import run_pipeline, run_stage
+from dmax_core.stages.runner import run_pipeline, run_stage
 from dmax_core.tasks import build_task
 from dmax_core.tasks.datafiles import read_rows
 from dmax_core.tokenizer import load_tokenizer

@@ -25,7 +25,7 @@ import pytest
 from safetensors.torch import load_file
 
 from dmax_core.config import load_config
-from dmax_core.stages import run_stage
+from dmax_core.stages.runner import run_stage
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = REPO / "accelerate" / "cpu-2proc.yaml"

@@ -18,7 +18,7 @@ from dmax_core.config import load_config
 from dmax_core.decoding import POLICIES
 from dmax_core.decoding.policies.threshold import ThresholdPolicy
 from dmax_core.evaluation.records import Evaluation
-from dmax_core.stages import run_pipeline, run_stage
+from dmax_core.stages.runner import run_pipeline, run_stage
 from dmax_core.tasks import build_task
 from dmax_core.tracking import Tracker, registered_model_name, tracking_client
 

@@ -1,12 +1,12 @@
 """GSM8K / MATH-500 answer scoring: hand-made edge cases, each expectation worked out by hand from the rules
-in `dmax_core.tasks.math_answers` (DMax's val_gsm8k.py / val_math.py for `dmax_compatible`, ours for `strict`).
+in `dmax_core.tasks.answers` (DMax's val_gsm8k.py / val_math.py for `dmax_compatible`, ours for `strict`).
 """
 
 from __future__ import annotations
 
-import contextlib
+import importlib
 import inspect
-import signal
+import pkgutil
 import subprocess
 import sys
 import threading
@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from dmax_core.tasks import Task, math_answers
-from dmax_core.tasks.math_answers import (
+from dmax_core.tasks import Task, answers
+from dmax_core.tasks.answers import (
     MathScore,
     gsm8k_gold,
     last_boxed,
@@ -150,6 +150,12 @@ def test_score_math(text, gold, lenient, strict, extracted):
     assert score_math(text, gold) == MathScore(dmax_compatible=lenient, strict=strict, extracted=extracted)
 
 
+@pytest.fixture
+def warm_workers() -> None:
+    """A started worker, so the time bounds below measure scoring, not starting Python and importing sympy."""
+    assert score_math("$\\boxed{0.5}$", "\\frac{1}{2}").strict
+
+
 FILLER = "\n".join(f"Line {i} of working, nothing to see." for i in range(5))
 
 
@@ -188,7 +194,7 @@ def test_math_unboxed_answer_is_lenient_only():
         "\\boxed{" * 2000,
     ],
 )
-def test_pathological_inputs_return_quickly_and_never_raise(text):
+def test_pathological_inputs_return_quickly_and_never_raise(text, warm_workers):
     started = time.monotonic()
     assert score_math(text, "5") == score_math(text, "5")
     assert not score_math(text, "5").dmax_compatible
@@ -196,34 +202,13 @@ def test_pathological_inputs_return_quickly_and_never_raise(text):
     assert time.monotonic() - started < 6.0
 
 
-def test_identical_pathological_answers_still_match_as_strings():
+def test_identical_pathological_answers_still_match_as_strings(warm_workers):
     started = time.monotonic()
     assert score_math("$\\boxed{10^{10^{10^{10}}}}$", "10^{10^{10^{10}}}") == MathScore(True, True, "10^{10^{10^{10}}}")
     assert time.monotonic() - started < 3.0
 
 
 # ----------------------------------------------------------------------------------------- plumbing
-
-
-def test_guard_stops_a_slow_call_and_restores_an_outer_timer():
-    def spin_swallowing_exceptions() -> bool:
-        while True:
-            with contextlib.suppress(Exception):  # a library swallowing errors must not swallow the guard
-                time.sleep(0.01)
-
-    fired: list[int] = []
-    previous = signal.signal(signal.SIGALRM, lambda signum, frame: fired.append(signum))
-    signal.setitimer(signal.ITIMER_REAL, 30.0)
-    try:
-        started = time.monotonic()
-        assert math_answers._guarded("timed out", spin_swallowing_exceptions, seconds=0.2) == "timed out"
-        assert time.monotonic() - started < 2.0
-        remaining = signal.getitimer(signal.ITIMER_REAL)[0]
-        assert 25.0 < remaining <= 30.0
-        assert not fired
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def test_scoring_works_off_the_main_thread():
@@ -234,12 +219,14 @@ def test_scoring_works_off_the_main_thread():
     assert results == [MathScore(True, True, "0.5")]
 
 
-def test_module_is_cheap_to_import_and_defines_no_task():
+def test_package_is_cheap_to_import_and_defines_no_task():
     code = (
-        "import sys, dmax_core.tasks.math_answers; "
+        "import sys, dmax_core.tasks.answers; "
         "print(sorted(m for m in ('sympy', 'math_verify') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     assert out.stdout.strip() == "[]"
-    classes = [obj for _, obj in inspect.getmembers(math_answers, inspect.isclass)]
+    modules = [importlib.import_module(f"{answers.__name__}.{m.name}") for m in pkgutil.iter_modules(answers.__path__)]
+    assert len(modules) >= 8
+    classes = [obj for module in modules for _, obj in inspect.getmembers(module, inspect.isclass)]
     assert not [cls for cls in classes if issubclass(cls, Task)]

@@ -12,9 +12,9 @@ from pydantic import ValidationError
 
 from dmax_core.config import TrainConfig, load_config, model_names
 from dmax_core.errors import ConfigError
+from dmax_core.objectives import OBJECTIVES, Objective, ObjectiveOutput, build_objective, checkpoint_names
+from dmax_core.objectives.losses import training_loss
 from dmax_core.training import duplicate_for_oput, encode_conversations, train_model
-from dmax_core.training.losses import training_loss
-from dmax_core.training.objectives import OBJECTIVES, Objective, ObjectiveOutput, build_objective, checkpoint_names
 
 
 class _Recorder:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from dmax_core.config import load_config
 from dmax_core.evaluation.records import Evaluation
-from dmax_core.stages import run_stage
+from dmax_core.stages.runner import run_stage
 
 REPO = Path(__file__).resolve().parent.parent
 GRID = ["evaluate.models=[base]", "evaluate.thresholds=[1.0, 0.7, 0.0]", "report.trace_samples=1",

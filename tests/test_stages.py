@@ -12,7 +12,8 @@ from dmax_core.bundle import read_provenance
 from dmax_core.config import load_config
 from dmax_core.errors import ConfigError, DataError
 from dmax_core.evaluation.records import Cell, Evaluation, Sample
-from dmax_core.stages import STAGES, get_stage, plan, run_pipeline, run_stage
+from dmax_core.stages.runner import run_pipeline, run_stage
+from dmax_core.stages.table import STAGES, get_stage, plan
 from dmax_core.tasks import build_task
 from dmax_core.trajectories import TRAJECTORY_FILE
 

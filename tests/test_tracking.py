@@ -24,8 +24,9 @@ from dmax_core.evaluation.records import Cell, Evaluation
 from dmax_core.evaluation.rules import compute_headline
 from dmax_core.files import checksums_digest
 from dmax_core.results import DatasetUse, ModelCandidate, StageResult
-from dmax_core.stages import STAGES, run_stage
 from dmax_core.stages.dvc import dvc_pipeline
+from dmax_core.stages.runner import run_stage
+from dmax_core.stages.table import STAGES
 from dmax_core.tracking import Tracker, registered_model_name, tracking_client
 from dmax_core.tracking.store import default_artifact_location, experiment_id, tracking_uri
 from dmax_core.trajectories import read_manifest

@@ -13,8 +13,8 @@ from dmax_core.diffusion import (
     sample_mask_ratios,
     training_layout,
 )
+from dmax_core.objectives import forward_noisy_half, on_policy_rollout, training_loss
 from dmax_core.training import duplicate_for_oput, encode_conversations, train_model
-from dmax_core.training.objectives import forward_noisy_half, on_policy_rollout, training_loss
 from dmax_core.training.schedule import learning_rate_at
 
 

@@ -1,8 +1,9 @@
 """`dvc.yaml` derived from the stage table: `python -m dmax_core.stages.dvc > dvc.yaml` (`make platform-files`).
 
 Every stage calls the `dmax` CLI on `params.yaml` (the resolved `tiny` preset, DVC's default variables
-file, so `${run_dir}` resolves); its deps are what it reads plus the code it runs, its params the config
-groups it depends on, its outs what it writes. A test compares the committed file with `dvc_pipeline()`.
+file, so `${run_dir}` resolves); its deps are what it reads plus the code it runs (its module's import
+closure, `code_deps`), its params the config groups it depends on, its outs what it writes. A test
+compares the committed file with `dvc_pipeline()`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from dmax_core.stages.table import SHARED_CODE, STAGES
+from dmax_core.stages.table import STAGES
 
 HEADER = """\
 # The dmax stages as a DVC pipeline, generated from the stage table (dmax_core/stages/table.py) by
@@ -37,7 +38,7 @@ def dvc_pipeline() -> dict[str, Any]:
     for stage in STAGES:
         entry: dict[str, Any] = {
             "cmd": f"python -m dmax_core.cli {stage.name} --preset params.yaml",
-            "deps": [*map(_run_path, stage.reads), *stage.code, *SHARED_CODE],
+            "deps": [*map(_run_path, stage.reads), *stage.code],
             "params": list(stage.param_groups),
             "outs": [_run_path(name) for name in stage.writes],
         }

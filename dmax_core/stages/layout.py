@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dmax_core.config import DmaxConfig, model_names
-from dmax_core.training.objectives import checkpoint_names
+from dmax_core.objectives import checkpoint_names
 
 # Names relative to run_dir (directories, or files inside them).
 BASE = "base"

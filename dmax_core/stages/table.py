@@ -1,10 +1,10 @@
 """The stage table: every pipeline stage declared once, in pipeline order.
 
 A row says what the stage is (its function and help text), what it reads and writes (names from
-`layout`), which config groups it depends on, which code it runs, and when it has nothing to do. The
-`dmax` CLI, the Prefect flows and tasks, the MLflow stage runs, the pipeline order, `dvc.yaml` and
-`prefect.yaml` are all derived from this table (`dmax_core.stages.dvc` and `flows.deployments` write the
-two files; tests hold the committed ones to it).
+`layout`), which config groups it depends on and when it has nothing to do; the code it runs is derived
+from its function's imports (`code_deps`). The `dmax` CLI, the Prefect flows and tasks, the MLflow stage
+runs, the pipeline order, `dvc.yaml` and `prefect.yaml` are all derived from this table
+(`dmax_core.stages.dvc` and `flows.deployments` write the two files; tests hold the committed ones to it).
 
 Adding a stage = one module with its function + one row here (+ its test; `make platform-files`
 regenerates dvc.yaml, prefect.yaml and params.yaml).
@@ -21,6 +21,7 @@ from dmax_core.errors import DataError
 from dmax_core.metric_logger import MetricLogger
 from dmax_core.results import StageResult
 from dmax_core.stages import layout
+from dmax_core.stages.code_deps import code_deps
 from dmax_core.stages.distill import distill
 from dmax_core.stages.evaluate import evaluate
 from dmax_core.stages.pretrain import pretrain
@@ -32,11 +33,6 @@ SHARED_PARAMS: tuple[str, ...] = ("seed", "block_length")
 # Config values that say which run a stage belongs to and how it ran, not what it computes: every MLflow
 # stage run carries them beside its parameter groups, DVC does not track them.
 RUN_IDENTITY: tuple[str, ...] = ("preset", "run_dir", "threads")
-# Code every stage runs (DVC deps of each stage, besides its own).
-SHARED_CODE: tuple[str, ...] = ("dmax_core/stages/common.py", "dmax_core/stages/layout.py", "dmax_core/bundle.py",
-                                "dmax_core/files.py")
-_DECODING_CODE = ("dmax_core/tasks", "dmax_core/models", "dmax_core/decoding", "dmax_core/kernels",
-                  "dmax_core/evaluation", "dmax_core/tokenizer.py", "dmax_core/sandbox.py", "dmax_core/bundle.py")
 
 
 def _never(cfg: DmaxConfig) -> str | None:
@@ -67,7 +63,6 @@ class Stage:
     reads: tuple[str, ...]
     writes: tuple[str, ...]
     params: tuple[str, ...]
-    code: tuple[str, ...]
     metrics: tuple[str, ...] = ()
     plots: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     skip_reason: Callable[[DmaxConfig], str | None] = _never
@@ -82,28 +77,29 @@ class Stage:
         """What its MLflow run records as params: the run's identity and every key it depends on."""
         return RUN_IDENTITY + self.param_groups
 
+    @property
+    def code(self) -> tuple[str, ...]:
+        """The files its function's module runs when imported, read from the source (DVC code deps): derived,
+        so a new import can never be missing from dvc.yaml."""
+        return code_deps(self.run.__module__)
+
 
 STAGES: tuple[Stage, ...] = (
     Stage(
         name="pretrain", run=pretrain,
         help="block-diffusion SFT of the tiny base model from scratch (skipped when model.base_path is set)",
         reads=(), writes=(layout.BASE,), params=("task", "model", "pretrain"),
-        code=("dmax_core/stages/pretrain.py", "dmax_core/tasks", "dmax_core/tokenizer.py", "dmax_core/diffusion.py",
-              "dmax_core/models", "dmax_core/training"),
         skip_reason=_base_model_given,
     ),
     Stage(
         name="distill", run=distill,
         help="the base model answers training prompts with its own decoder -> trajectory dataset",
         reads=(layout.BASE,), writes=(layout.TRAJECTORIES,), params=("task", "decoding", "distill"),
-        code=("dmax_core/stages/distill.py", "dmax_core/trajectories.py", *_DECODING_CODE),
     ),
     Stage(
         name="train", run=train,
         help="OPUT fine-tuning on the trajectories -> the DMax model (train.objective=sft: the control)",
         reads=(layout.BASE, layout.TRAJECTORIES), writes=(layout.DMAX,), params=("train",),
-        code=("dmax_core/stages/train.py", "dmax_core/trajectories.py", "dmax_core/evaluation/records.py",
-              "dmax_core/tokenizer.py", "dmax_core/diffusion.py", "dmax_core/models", "dmax_core/training"),
     ),
     Stage(
         name="evaluate", run=evaluate,
@@ -112,14 +108,12 @@ STAGES: tuple[Stage, ...] = (
         reads=(layout.BASE, layout.DMAX), writes=(layout.SAMPLES, layout.TRACES), metrics=(layout.METRICS,),
         # `experiment` is the comparison (arms, tolerance, gate) applied here; `report` the traces it records.
         params=("task", "decoding", "evaluate", "experiment", "report"),
-        code=("dmax_core/stages/evaluate.py", "dmax_core/stages/eval_cache.py", "dmax_core/env.py", *_DECODING_CODE),
     ),
     Stage(
         name="report", run=report,
         help="markdown tables, a TPF-vs-accuracy plot per task and the decoding trace pictures from the evaluation",
         reads=(layout.METRICS, layout.TRACES), writes=(layout.REPORT_MARKDOWN, layout.TRADEOFF_PLOT, layout.TASK_PLOTS),
         params=("report",),
-        code=("dmax_core/stages/report.py", "dmax_core/evaluation"),
         plots={layout.TRADEOFF_DATA: {"template": "scatter", "x": "tpf", "y": "accuracy"}},
     ),
 )

@@ -1,6 +1,6 @@
 """`train`: fine-tune the base model on its own trajectories -> the DMax checkpoint (OPUT, spec §2).
 
-The objective is `train.objective` (a registered `training.objectives.Objective`); its checkpoint goes to
+The objective is `train.objective` (a registered `objectives.Objective`); its checkpoint goes to
 the directory the objective names. With `train.objective=sft` the same duplicated data and steps train the
 plain masked objective: the self-distillation-only control, written to `control/` so it never replaces
 `dmax/`. Either way the checkpoint is a registry candidate of its objective's family.

@@ -2,7 +2,7 @@
 
 Schema: `question`, `answer` (a worked solution ending in `#### N`). User turn, as DMax's
 `dInfer/evaluations/tasks/gsm8k/gsm8k-llada-mini.yaml`: ``Question: {question}\\nLet's think step by
-step\\nAnswer:``. Scores: `math_answers.score_gsm8k` (DMax-compatible: the gold number is one of the top two
+step\\nAnswer:``. Scores: `answers.score_gsm8k` (DMax-compatible: the gold number is one of the top two
 extracted candidates; strict: the final answer only).
 """
 
@@ -12,9 +12,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from dmax_core.errors import DataError
+from dmax_core.tasks.answers import gsm8k_gold, score_gsm8k
 from dmax_core.tasks.base import Problem
 from dmax_core.tasks.benchmark import BenchmarkTask, text_field
-from dmax_core.tasks.math_answers import gsm8k_gold, score_gsm8k
 
 
 class GSM8K(BenchmarkTask):

@@ -2,7 +2,7 @@
 
 Schema: `problem`, `answer` (LaTeX), optionally `solution`. User turn, as DMax's
 `dInfer/evaluations/tasks/math/minerva_math500.yaml`: ``{problem}\\nLet's think step by step, and put your
-final answer within \\boxed{}.``. Scores: `math_answers.score_math` (DMax-compatible: up to ten candidates
+final answer within \\boxed{}.``. Scores: `answers.score_math` (DMax-compatible: up to ten candidates
 by normalised exact match, sympy, math-verify; strict: the last boxed answer, math-verify).
 """
 
@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from dmax_core.tasks.answers import score_math
 from dmax_core.tasks.base import Problem
 from dmax_core.tasks.benchmark import BenchmarkTask, text_field
-from dmax_core.tasks.math_answers import score_math
 
 
 class MATH500(BenchmarkTask):

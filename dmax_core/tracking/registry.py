@@ -19,9 +19,9 @@ from mlflow.exceptions import MlflowException
 
 from dmax_core.evaluation.records import Headline
 from dmax_core.evaluation.rules import ChampionDecision, Standing, beats_champion
+from dmax_core.objectives import OBJECTIVES
 from dmax_core.results import ModelCandidate
 from dmax_core.tracking.store import safe_name
-from dmax_core.training.objectives import OBJECTIVES
 
 CANDIDATE_ALIAS = "candidate"
 CHAMPION_ALIAS = "champion"

@@ -1,6 +1,6 @@
 """The one training loop of dmax: AdamW, warmup + cosine, clipping, checkpoints, resume, progress.
 
-It runs every registered objective (`training.objectives`: `sft`, plain block-diffusion masking; `oput`,
+It runs every registered objective (`objectives`: `sft`, plain block-diffusion masking; `oput`,
 on-policy rollout for the flagged rows, spec §2.2; ...) on the same [noisy; clean] layout: the objective
 returns named loss terms, the loop sums them, back-propagates the sum and logs each term. `accelerate`
 owns device placement, backward and gradient clipping so the same loop scales to several processes; each process takes
@@ -34,9 +34,9 @@ from dmax_core.diffusion import (
     training_layout,
 )
 from dmax_core.metric_logger import MetricLogger, NullLogger
+from dmax_core.objectives import ObjectiveBatch, build_objective
 from dmax_core.training.checkpoint import found_fingerprint, latest_checkpoint, load_checkpoint, save_checkpoint
 from dmax_core.training.data import ConversationTensors
-from dmax_core.training.objectives import ObjectiveBatch, build_objective
 from dmax_core.training.schedule import learning_rate_at
 from dmax_core.training.sharding import (
     full_model,

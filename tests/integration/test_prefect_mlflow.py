@@ -18,7 +18,7 @@ import pytest
 from platform_helpers import FAST_SMOKE, REPO, flow_run_logs, http_json, run_deployment, wait_flow_run
 
 from dmax_core.config import load_config
-from dmax_core.stages import run_stage
+from dmax_core.stages.runner import run_stage
 from flows.servers import LocalPlatform, free_port, stop_process_tree
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]

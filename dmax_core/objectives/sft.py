@@ -6,8 +6,8 @@ from typing import ClassVar
 
 from torch import nn
 
-from dmax_core.training.losses import training_loss
-from dmax_core.training.objectives.base import Objective, ObjectiveBatch, ObjectiveOutput
+from dmax_core.objectives.base import Objective, ObjectiveBatch, ObjectiveOutput
+from dmax_core.objectives.losses import training_loss
 
 
 class SFT(Objective):

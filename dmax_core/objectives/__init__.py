@@ -5,15 +5,15 @@ adding an objective is one new file with one class (`base.Objective` says what i
 config validates `train.objective.name` and every knob against this registry.
 
 The shared loss pieces (`forward_noisy_half`, `on_policy_rollout`, `training_loss`) live in
-`dmax_core.training.losses` and are re-exported here for the callers that import them from this name.
+`dmax_core.objectives.losses` and are re-exported here for the callers that import them from this name.
 """
 
 from collections.abc import Mapping
 from typing import Any
 
+from dmax_core.objectives.base import OBJECTIVES, Objective, ObjectiveBatch, ObjectiveOutput
+from dmax_core.objectives.losses import forward_noisy_half, on_policy_rollout, training_loss
 from dmax_core.registry import import_submodules
-from dmax_core.training.losses import forward_noisy_half, on_policy_rollout, training_loss
-from dmax_core.training.objectives.base import OBJECTIVES, Objective, ObjectiveBatch, ObjectiveOutput
 
 import_submodules(__name__, __path__)
 

@@ -6,8 +6,8 @@ from typing import ClassVar
 
 from torch import nn
 
-from dmax_core.training.losses import on_policy_rollout, training_loss
-from dmax_core.training.objectives.base import Objective, ObjectiveBatch, ObjectiveOutput
+from dmax_core.objectives.base import Objective, ObjectiveBatch, ObjectiveOutput
+from dmax_core.objectives.losses import on_policy_rollout, training_loss
 
 
 class OPUT(Objective):
