@@ -21,7 +21,6 @@ import pyarrow.parquet as pq
 from dmax_core.errors import DataError
 from dmax_core.evaluation.records import Sample
 from dmax_core.files import atomic_directory, atomic_write_json, read_json_object, sha256_file
-from dmax_core.results import DatasetUse
 
 TRAJECTORY_FILE = "trajectories.parquet"
 MANIFEST_FILE = "manifest.json"
@@ -80,13 +79,12 @@ def read_manifest(directory: Path) -> dict[str, Any]:
     return read_json_object(Path(directory) / MANIFEST_FILE, "trajectory manifest") or {}
 
 
-def dataset_use(directory: Path, digest: str, preset: str, context: str) -> DatasetUse:
-    """The dataset in `directory` as a stage run lists it in MLflow: named after the release it was imported
+def dataset_name(directory: Path, preset: str) -> str:
+    """The name a stage run lists the dataset in `directory` under in MLflow: the release it was imported
     from (`imported_from` in its manifest), else `<preset>-trajectories`, so the runs of one preset list one
     dataset name and its digest tells the versions apart."""
     imported = read_manifest(directory).get("imported_from")
-    name = str(imported) if imported else f"{preset}-trajectories"
-    return DatasetUse(name=name, digest=digest, path=Path(directory), context=context)
+    return str(imported) if imported else f"{preset}-trajectories"
 
 
 def load_trajectories(directory: Path) -> Trajectories:

@@ -21,12 +21,11 @@ from dmax_core.evaluation.runner import DecodeRun, decode_problems
 from dmax_core.files import checksums_digest, sha256_file
 from dmax_core.metric_logger import MetricLogger
 from dmax_core.results import DatasetUse, StageResult
-from dmax_core.stages.common import load_for_decoding, setup, task_of, task_splits
+from dmax_core.stages.common import load_for_decoding, setup, task_of, task_splits, trajectory_dataset
 from dmax_core.stages.layout import BASE, TRAJECTORIES, RunLayout
 from dmax_core.tasks import Problem, Task
 from dmax_core.tasks.datafiles import read_rows
 from dmax_core.trajectories import (
-    dataset_use,
     load_trajectories,
     read_manifest,
     read_trajectory_table,
@@ -227,4 +226,4 @@ def import_released(cfg: DmaxConfig, layout: RunLayout) -> StageResult:
 
 def _written(cfg: DmaxConfig, layout: RunLayout, digest: str) -> DatasetUse:
     """The trajectory dataset this stage wrote, for the run's dataset list (context `output`)."""
-    return dataset_use(layout.path(TRAJECTORIES), digest, cfg.preset, context="output")
+    return trajectory_dataset(cfg, layout.path(TRAJECTORIES), digest, "output")
