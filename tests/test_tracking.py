@@ -246,7 +246,8 @@ def test_stage_runs_list_the_trajectories_and_their_checkpoints(tracker, tmp_pat
     for stage, output, weights in (("pretrain", "base", "1" * 64), ("train", "dmax", "2" * 64)):
         [produced] = client.get_run(runs[stage]).outputs.model_outputs
         model = client.get_logged_model(produced.model_id)
-        assert (model.name, model.source_run_id, model.status) == (output, runs[stage], LoggedModelStatus.READY)
+        assert (model.name, model.source_run_id, model.status) == (
+            f"lineage-test-{output}", runs[stage], LoggedModelStatus.READY)
         assert model.tags["dmax.checkpoint_sha256"] == weights and model.model_type == "dmax-checkpoint"
         pointed = mlflow.artifacts.list_artifacts(model.tags["dmax.checkpoint_uri"], tracking_uri=client.tracking_uri)
         assert "model.safetensors" in {Path(f.path).name for f in pointed}  # the run's one copy of the weights
@@ -305,7 +306,8 @@ def test_tracked_sft_training_registers_the_control_checkpoint(smoke_inputs, sto
     assert client.search_registered_models(f"name = '{registered_model_name('tracked-smoke', 'oput')}'") == []
     assert version.tags["dmax.checkpoint_sha256"] == checksums_digest(cfg.run_dir / "control")
     model = client.get_logged_model(version.tags["dmax.logged_model_id"])
-    assert model.name == "control" and model.tags["dmax.checkpoint_uri"] == f"runs:/{version.run_id}/control"
+    assert model.name == "tracked-smoke-control"
+    assert model.tags["dmax.checkpoint_uri"] == f"runs:/{version.run_id}/control"
     [read] = client.get_run(version.run_id).inputs.dataset_inputs
     digest = read_manifest(cfg.run_dir / "trajectories")["digest"]
     assert (read.dataset.name, read.dataset.digest) == ("tracked-smoke-trajectories", digest[:36])
@@ -319,7 +321,8 @@ def test_the_real_stages_record_the_base_model_and_the_trajectories_they_wrote(s
     [distill] = _stage_runs(client, "tracked-smoke", "distill")
     [produced] = pretrain.outputs.model_outputs
     base = client.get_logged_model(produced.model_id)
-    assert base.name == "base" and base.tags["dmax.checkpoint_sha256"] == checksums_digest(cfg.run_dir / "base")
+    assert base.name == "tracked-smoke-base"
+    assert base.tags["dmax.checkpoint_sha256"] == checksums_digest(cfg.run_dir / "base")
     [written] = distill.inputs.dataset_inputs
     assert written.dataset.name == "tracked-smoke-trajectories"
     assert _input_tags(written)["mlflow.data.context"] == "output"

@@ -16,10 +16,8 @@ from dmax_core.bundle import load_bundle
 from dmax_core.config import DmaxConfig, TrainConfig
 from dmax_core.errors import ConfigError
 from dmax_core.models import LLaDA2MoeConfig
-from dmax_core.results import DatasetUse
 from dmax_core.tasks import GeneratedTask, Problem, Task, build_task
 from dmax_core.tokenizer import build_tokenizer, special_token_ids
-from dmax_core.trajectories import dataset_name
 
 # torch's own default, read before any stage changes it, so an automatic choice can go back to it.
 DEFAULT_THREADS = torch.get_num_threads()
@@ -98,8 +96,3 @@ def labelled_pads(cfg: DmaxConfig, train_cfg: TrainConfig) -> int:
     that coupling unless the preset says otherwise."""
     return cfg.block_length if train_cfg.labelled_pad_tokens is None else train_cfg.labelled_pad_tokens
 
-
-def trajectory_dataset(cfg: DmaxConfig, directory: Path, digest: str, context: str) -> DatasetUse:
-    """The trajectory dataset in `directory` as a stage run lists it (`context`: `output` when the stage wrote
-    it, `training` when it trained on it). Built here, not in `trajectories`, which sits below `results`."""
-    return DatasetUse(name=dataset_name(directory, cfg.preset), digest=digest, path=Path(directory), context=context)

@@ -21,7 +21,8 @@ from dmax_core.evaluation.runner import DecodeRun, decode_problems
 from dmax_core.files import checksums_digest, sha256_file
 from dmax_core.metric_logger import MetricLogger
 from dmax_core.results import DatasetUse, StageResult
-from dmax_core.stages.common import load_for_decoding, setup, task_of, task_splits, trajectory_dataset
+from dmax_core.stages.common import load_for_decoding, setup, task_of, task_splits
+from dmax_core.stages.datasets import trajectory_dataset
 from dmax_core.stages.layout import BASE, TRAJECTORIES, RunLayout
 from dmax_core.tasks import Problem, Task
 from dmax_core.tasks.datafiles import read_rows

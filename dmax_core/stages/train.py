@@ -15,7 +15,8 @@ from dmax_core.config import DmaxConfig
 from dmax_core.files import checksums_digest
 from dmax_core.metric_logger import MetricLogger
 from dmax_core.results import ModelCandidate, StageResult
-from dmax_core.stages.common import is_main_process, labelled_pads, setup, trajectory_dataset
+from dmax_core.stages.common import is_main_process, labelled_pads, setup
+from dmax_core.stages.datasets import trajectory_dataset
 from dmax_core.stages.layout import BASE, TRAJECTORIES, RunLayout
 from dmax_core.training import duplicate_for_oput, encode_conversations, train_model
 from dmax_core.trajectories import load_trajectories

@@ -19,6 +19,7 @@ from mlflow.entities import DatasetInput, InputTag, LoggedModelOutput, LoggedMod
 from dmax_core.env import project_dir
 from dmax_core.results import DatasetUse
 from dmax_core.tracking.registry import DIGEST_TAG
+from dmax_core.tracking.store import safe_name
 
 # mlflow/utils/validation.py: a dataset digest is at most 36 characters; dmax's are SHA-256 (64 hex), so
 # MLflow gets the prefix and the full digest rides along as the input tag DATASET_DIGEST_TAG.
@@ -58,7 +59,15 @@ def log_datasets(client: MlflowClient, run_ids: Iterable[str | None], datasets: 
             client.log_inputs(run_id, datasets=inputs)
 
 
-def log_checkpoints(client: MlflowClient, run_id: str, checkpoints: Mapping[str, str], *,
+def checkpoint_model_name(preset: str, output: str) -> str:
+    """The logged model's name, `<preset>-<output>` (`tiny-dmax`): never the bare output name, because
+    MLflow resolves `runs:/<run_id>/<name>` through a logged model of that run with that name too, and that
+    lookup fails outright when the caller's tracking URI is not the global one (`list_artifacts` with a
+    `tracking_uri`)."""
+    return f"{safe_name(preset)}-{output}"
+
+
+def log_checkpoints(client: MlflowClient, run_id: str, checkpoints: Mapping[str, str], *, preset: str,
                     tags: Mapping[str, str], mirror_run_id: str | None = None) -> dict[str, str]:
     """One READY logged model per checkpoint (output name -> weights digest), linked to the run (and its
     pipeline's parent run) as an output; returns output name -> model id."""
@@ -68,7 +77,8 @@ def log_checkpoints(client: MlflowClient, run_id: str, checkpoints: Mapping[str,
     models: dict[str, str] = {}
     for output, digest in checkpoints.items():
         model = client.create_logged_model(
-            experiment, name=output, source_run_id=run_id, model_type=CHECKPOINT_MODEL_TYPE,
+            experiment, name=checkpoint_model_name(preset, output), source_run_id=run_id,
+            model_type=CHECKPOINT_MODEL_TYPE,
             tags={**tags, CHECKPOINT_URI_TAG: f"runs:/{run_id}/{output}", DIGEST_TAG: digest},
         )
         client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)

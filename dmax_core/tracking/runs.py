@@ -112,7 +112,7 @@ class StageRun:
         logger.flush()
         self._tag(result.tags)
         log_datasets(self.client, (logger.run_id, self.parent_run_id), result.datasets)
-        models = log_checkpoints(self.client, logger.run_id, result.model_checkpoints(),
+        models = log_checkpoints(self.client, logger.run_id, result.model_checkpoints(), preset=self.cfg.preset,
                                  tags={"dmax.preset": self.cfg.preset, "dmax.stage": result.stage},
                                  mirror_run_id=self.parent_run_id)
         if result.candidate is not None:
