@@ -233,6 +233,7 @@ def test_stage_runs_list_the_trajectories_and_their_checkpoints(tracker, tmp_pat
                 run.record(result)
                 runs[result.stage] = run.logger.run_id
 
+    assert client.get_experiment_by_name("dmax").tags["mlflow.experimentKind"] == "custom_model_development"
     [read] = client.get_run(runs["train"]).inputs.dataset_inputs
     assert (read.dataset.name, read.dataset.digest, read.dataset.source_type) == (
         "lineage-trajectories", digest[:36], "local")
@@ -256,6 +257,8 @@ def test_stage_runs_list_the_trajectories_and_their_checkpoints(tracker, tmp_pat
     name = registered_model_name("lineage-test", "oput")
     version = client.get_model_version_by_alias(name, "candidate")
     assert version.tags["dmax.logged_model_id"] == models["dmax"]
+    assert version.source == client.get_logged_model(models["dmax"]).tags["dmax.checkpoint_uri"] == \
+        f"runs:/{runs['train']}/dmax"
     assert json.loads(client.get_logged_model(models["dmax"]).tags["mlflow.modelVersions"]) == [
         {"name": name, "version": str(version.version)}]
 
