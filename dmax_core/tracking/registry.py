@@ -43,8 +43,10 @@ def register_candidate(client: MlflowClient, preset: str, run_id: str, candidate
 
     With `model_id` (the run's logged model of this checkpoint) the two are linked both ways: the logged
     model lists the version under `mlflow.modelVersions`, as `mlflow.register_model` does, so its page in
-    the UI shows where it was registered; the version carries the id in `LOGGED_MODEL_TAG` (a sqlite or
-    PostgreSQL registry does not keep the `model_id` it is given)."""
+    the UI shows where it was registered; the version carries the id in `LOGGED_MODEL_TAG`. The id is not
+    passed as `create_model_version(model_id=...)`: an MLflow server then requires the source to lie in the
+    logged model's own artifacts (ours points at the run's copy of the weights) and refuses `runs:/...`,
+    and a sqlite or PostgreSQL registry does not keep it anyway."""
     name = registered_model_name(preset, candidate.family)
     try:
         client.create_registered_model(name, description=OBJECTIVES.get(candidate.family).description.format(
@@ -56,7 +58,6 @@ def register_candidate(client: MlflowClient, preset: str, run_id: str, candidate
         name, source=f"runs:/{run_id}/{candidate.output}", run_id=run_id,
         tags={**tags, "dmax.train_run_id": run_id, DIGEST_TAG: candidate.digest,
               **({LOGGED_MODEL_TAG: model_id} if model_id else {})},
-        model_id=model_id,
     ).version
     client.set_registered_model_alias(name, CANDIDATE_ALIAS, version)
     if model_id is not None:
