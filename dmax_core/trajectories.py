@@ -79,6 +79,14 @@ def read_manifest(directory: Path) -> dict[str, Any]:
     return read_json_object(Path(directory) / MANIFEST_FILE, "trajectory manifest") or {}
 
 
+def dataset_name(directory: Path, preset: str) -> str:
+    """The name a stage run lists the dataset in `directory` under in MLflow: the release it was imported
+    from (`imported_from` in its manifest), else `<preset>-trajectories`, so the runs of one preset list one
+    dataset name and its digest tells the versions apart."""
+    imported = read_manifest(directory).get("imported_from")
+    return str(imported) if imported else f"{preset}-trajectories"
+
+
 def load_trajectories(directory: Path) -> Trajectories:
     """Read and validate the dataset (module docstring); every problem is a `DataError` naming the file."""
     path = Path(directory) / TRAJECTORY_FILE

@@ -7,12 +7,15 @@ Stages run for real on the smoke preset where it matters (the control checkpoint
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
 
+import mlflow.artifacts
 import pytest
 import yaml
+from mlflow.entities import LoggedModelStatus
 
 from dmax_core import cli, env
 from dmax_core.config import ExperimentConfig, load_config
@@ -20,12 +23,13 @@ from dmax_core.errors import DataError
 from dmax_core.evaluation.records import Cell, Evaluation
 from dmax_core.evaluation.rules import compute_headline
 from dmax_core.files import checksums_digest
-from dmax_core.results import ModelCandidate, StageResult
+from dmax_core.results import DatasetUse, ModelCandidate, StageResult
 from dmax_core.stages.dvc import dvc_pipeline
 from dmax_core.stages.runner import run_stage
 from dmax_core.stages.table import STAGES
 from dmax_core.tracking import Tracker, registered_model_name, tracking_client
-from dmax_core.tracking.store import default_artifact_location, tracking_uri
+from dmax_core.tracking.store import default_artifact_location, experiment_id, tracking_uri
+from dmax_core.trajectories import read_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -97,7 +101,8 @@ def _evaluation(accuracy: float, tpf: float) -> Evaluation:
 
     cells = [cell("base", "threshold", 1.0, "test", 0.99, 1.0), cell("base", "threshold", 0.5, "test", 0.5, 4.0),
              cell("dmax", "spd", 0.5, "validation", accuracy, tpf), cell("dmax", "spd", 0.5, "test", accuracy, tpf)]
-    return Evaluation(cells=tuple(cells), headline=compute_headline(cells, ExperimentConfig()))
+    headline = compute_headline(cells, ExperimentConfig())
+    return Evaluation(cells=tuple(cells), headline=headline, headlines={"running_total": headline})
 
 
 def test_logger_batches_and_mirrors_metrics_to_the_parent(tracker, tmp_path):
@@ -178,12 +183,109 @@ def test_a_stage_run_records_its_outputs_and_fails_in_words(tracker, tmp_path):
         run.record(StageResult("evaluate", outputs={"eval": Path(cfg.run_dir) / "missing"}))
 
 
+# ------------------------------------------------------------- what the MLflow runs table shows
+def _stage_runs(client, preset: str, stage: str):
+    experiment = client.get_experiment_by_name("dmax").experiment_id
+    return client.search_runs([experiment], f"tags.`dmax.stage` = '{stage}' and tags.`dmax.preset` = '{preset}'")
+
+
+def _input_tags(dataset_input) -> dict[str, str]:
+    return {tag.key: tag.value for tag in dataset_input.tags}
+
+
+def test_the_experiment_opens_on_its_runs_as_model_training(tracker, tmp_path):
+    client = tracker.client
+    made = client.get_experiment(experiment_id(client, "kind-new"))
+    assert made.tags["mlflow.experimentKind"] == "custom_model_development"
+    older = client.create_experiment("kind-older", artifact_location=tmp_path.as_uri())  # before dmax set it
+    chosen = client.create_experiment("kind-chosen", artifact_location=tmp_path.as_uri(),
+                                      tags={"mlflow.experimentKind": "genai_development"})
+    assert experiment_id(client, "kind-older") == older and experiment_id(client, "kind-chosen") == chosen
+    assert client.get_experiment(older).tags["mlflow.experimentKind"] == "custom_model_development"
+    assert client.get_experiment(chosen).tags["mlflow.experimentKind"] == "genai_development"  # a UI choice stays
+
+
+def test_stage_runs_list_the_trajectories_and_their_checkpoints(tracker, tmp_path):
+    """Dataset column: the trajectories (written by distill, read by train); Models column: each checkpoint
+    as a logged model pointing at the run's artifact, the registered version linked to it."""
+    cfg = _config(tmp_path, "lineage-test")
+    client = tracker.client
+    run_dir = Path(cfg.run_dir)
+    base, dmax = _checkpoint(run_dir / "base", b"base weights"), _checkpoint(run_dir / "dmax", b"dmax weights")
+    data = run_dir / "trajectories"
+    data.mkdir()
+    (data / "trajectories.parquet").write_bytes(b"rows")
+    digest = "ab" * 32
+    with pytest.raises(ValueError, match="names checkpoint 'dmax', which is not one of its outputs"):
+        StageResult("pretrain", outputs={"base": base}, checkpoints={"dmax": digest})
+    results = (
+        StageResult("pretrain", outputs={"base": base}, checkpoints={"base": "1" * 64}),
+        StageResult("distill", outputs={"trajectories": data},
+                    datasets=(DatasetUse("lineage-trajectories", digest, data, "output"),)),
+        StageResult("train", outputs={"dmax": dmax},
+                    datasets=(DatasetUse("lineage-trajectories", digest, data, "training"),),
+                    candidate=ModelCandidate("dmax", "oput", "2" * 64)),
+    )
+    runs = {}
+    with tracker.pipeline_run(cfg) as parent:
+        for result in results:
+            with tracker.stage_run(cfg, result.stage, (), parent_run_id=parent) as run:
+                run.record(result)
+                runs[result.stage] = run.logger.run_id
+
+    assert client.get_experiment_by_name("dmax").tags["mlflow.experimentKind"] == "custom_model_development"
+    [read] = client.get_run(runs["train"]).inputs.dataset_inputs
+    assert (read.dataset.name, read.dataset.digest, read.dataset.source_type) == (
+        "lineage-trajectories", digest[:36], "local")
+    assert json.loads(read.dataset.source) == {"uri": data.resolve().as_posix()}  # outside the project: absolute
+    assert _input_tags(read) == {"mlflow.data.context": "training", "dmax.dataset_digest": digest}
+    [written] = client.get_run(runs["distill"]).inputs.dataset_inputs
+    assert _input_tags(written)["mlflow.data.context"] == "output" and written.dataset.digest == digest[:36]
+    assert [d.dataset.name for d in client.get_run(parent).inputs.dataset_inputs] == ["lineage-trajectories"]
+
+    models = {}
+    for stage, output, weights in (("pretrain", "base", "1" * 64), ("train", "dmax", "2" * 64)):
+        [produced] = client.get_run(runs[stage]).outputs.model_outputs
+        model = client.get_logged_model(produced.model_id)
+        assert (model.name, model.source_run_id, model.status) == (
+            f"lineage-test-{output}", runs[stage], LoggedModelStatus.READY)
+        assert model.tags["dmax.checkpoint_sha256"] == weights and model.model_type == "dmax-checkpoint"
+        pointed = mlflow.artifacts.list_artifacts(model.tags["dmax.checkpoint_uri"], tracking_uri=client.tracking_uri)
+        assert "model.safetensors" in {Path(f.path).name for f in pointed}  # the run's one copy of the weights
+        models[output] = model.model_id
+    assert {m.model_id for m in client.get_run(parent).outputs.model_outputs} == set(models.values())
+    name = registered_model_name("lineage-test", "oput")
+    version = client.get_model_version_by_alias(name, "candidate")
+    assert version.tags["dmax.logged_model_id"] == models["dmax"]
+    assert version.source == client.get_logged_model(models["dmax"]).tags["dmax.checkpoint_uri"] == \
+        f"runs:/{runs['train']}/dmax"
+    assert json.loads(client.get_logged_model(models["dmax"]).tags["mlflow.modelVersions"]) == [
+        {"name": name, "version": str(version.version)}]
+
+
+def test_a_task_headline_sorts_the_runs_table(tracker, tmp_path):
+    """`eval/<task>/headline/...` are plain run metrics on the evaluate run and its pipeline's parent run."""
+    cfg = _config(tmp_path, "sort-test")
+    client = tracker.client
+    for tpf in (3.0, 5.0, 4.0):
+        evaluation = _evaluation(0.95, tpf)
+        with tracker.pipeline_run(cfg) as parent, \
+                tracker.stage_run(cfg, "evaluate", (), parent_run_id=parent) as run:
+            run.record(StageResult("evaluate", metrics=evaluation.metrics(), evaluation=evaluation))
+    key = "eval/running_total/headline/tpf_ratio"
+    experiment = client.get_experiment_by_name("dmax").experiment_id
+    for kind in ("stage", "pipeline"):
+        ordered = client.search_runs([experiment], f"tags.`dmax.kind` = '{kind}' and tags.`dmax.preset` = 'sort-test'",
+                                     order_by=[f"metrics.`{key}` DESC"])
+        assert [r.data.metrics[key] for r in ordered] == [5.0, 4.0, 3.0], kind
+
+
 @pytest.fixture(scope="module")
-def smoke_inputs(tmp_path_factory):
-    """A smoke run's base model and trajectories, made by the real stages."""
+def smoke_inputs(tmp_path_factory, tracker):
+    """A smoke run's base model and trajectories, made by the real stages, tracked."""
     cfg = load_config("smoke", [f"run_dir={tmp_path_factory.mktemp('tracked') / 'run'}", "preset=tracked-smoke"])
-    run_stage("pretrain", cfg)
-    run_stage("distill", cfg)
+    run_stage("pretrain", cfg, tracker=tracker)
+    run_stage("distill", cfg, tracker=tracker)
     return cfg
 
 
@@ -206,6 +308,28 @@ def test_tracked_sft_training_registers_the_control_checkpoint(smoke_inputs, sto
     assert not (cfg.run_dir / "dmax").exists()
     assert client.search_registered_models(f"name = '{registered_model_name('tracked-smoke', 'oput')}'") == []
     assert version.tags["dmax.checkpoint_sha256"] == checksums_digest(cfg.run_dir / "control")
+    model = client.get_logged_model(version.tags["dmax.logged_model_id"])
+    assert model.name == "tracked-smoke-control"
+    assert model.tags["dmax.checkpoint_uri"] == f"runs:/{version.run_id}/control"
+    [read] = client.get_run(version.run_id).inputs.dataset_inputs
+    digest = read_manifest(cfg.run_dir / "trajectories")["digest"]
+    assert (read.dataset.name, read.dataset.digest) == ("tracked-smoke-trajectories", digest[:36])
+    assert _input_tags(read) == {"mlflow.data.context": "training", "dmax.dataset_digest": digest}
+
+
+def test_the_real_stages_record_the_base_model_and_the_trajectories_they_wrote(smoke_inputs, tracker):
+    cfg = smoke_inputs
+    client = tracker.client
+    [pretrain] = _stage_runs(client, "tracked-smoke", "pretrain")
+    [distill] = _stage_runs(client, "tracked-smoke", "distill")
+    [produced] = pretrain.outputs.model_outputs
+    base = client.get_logged_model(produced.model_id)
+    assert base.name == "tracked-smoke-base"
+    assert base.tags["dmax.checkpoint_sha256"] == checksums_digest(cfg.run_dir / "base")
+    [written] = distill.inputs.dataset_inputs
+    assert written.dataset.name == "tracked-smoke-trajectories"
+    assert _input_tags(written)["mlflow.data.context"] == "output"
+    assert _input_tags(written)["dmax.dataset_digest"] == distill.data.tags["dmax.dataset_digest"]
 
 
 def test_a_tracked_evaluation_logs_what_the_stage_measured_and_judges_the_version(smoke_inputs, store, tmp_path):

@@ -95,3 +95,4 @@ def labelled_pads(cfg: DmaxConfig, train_cfg: TrainConfig) -> int:
     """Trailing pads that carry a label. Spec §1.1 labels the first 32, 32 being the block length: keep
     that coupling unless the preset says otherwise."""
     return cfg.block_length if train_cfg.labelled_pad_tokens is None else train_cfg.labelled_pad_tokens
+

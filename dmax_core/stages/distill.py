@@ -20,8 +20,9 @@ from dmax_core.evaluation.records import Cell, Sample, summarize
 from dmax_core.evaluation.runner import DecodeRun, decode_problems
 from dmax_core.files import checksums_digest, sha256_file
 from dmax_core.metric_logger import MetricLogger
-from dmax_core.results import StageResult
+from dmax_core.results import DatasetUse, StageResult
 from dmax_core.stages.common import load_for_decoding, setup, task_of, task_splits
+from dmax_core.stages.datasets import trajectory_dataset
 from dmax_core.stages.layout import BASE, TRAJECTORIES, RunLayout
 from dmax_core.tasks import Problem, Task
 from dmax_core.tasks.datafiles import read_rows
@@ -70,6 +71,7 @@ def distill(cfg: DmaxConfig, logger: MetricLogger) -> StageResult:
         outputs={TRAJECTORIES: layout.path(TRAJECTORIES)},
         metrics={**{f"distill/{name}": value for name, value in figures.items()}, "distill/rows": float(len(rows))},
         tags={"dmax.dataset_digest": digest},
+        datasets=(_written(cfg, layout, digest),),
     )
 
 
@@ -194,6 +196,7 @@ def merge_shards(cfg: DmaxConfig, layout: RunLayout, task: Task) -> StageResult:
         metrics={**{f"distill/{name}": value for name, value in figures.items()},
                  "distill/rows": float(table.num_rows)},
         tags={"dmax.dataset_digest": digest},
+        datasets=(_written(cfg, layout, digest),),
     )
 
 
@@ -218,4 +221,10 @@ def import_released(cfg: DmaxConfig, layout: RunLayout) -> StageResult:
         outputs={TRAJECTORIES: layout.path(TRAJECTORIES)},
         metrics={"distill/rows": float(len(rows))},
         tags={"dmax.dataset_digest": digest, "dmax.dataset_source": source},
+        datasets=(_written(cfg, layout, digest),),
     )
+
+
+def _written(cfg: DmaxConfig, layout: RunLayout, digest: str) -> DatasetUse:
+    """The trajectory dataset this stage wrote, for the run's dataset list (context `output`)."""
+    return trajectory_dataset(cfg, layout.path(TRAJECTORIES), digest, "output")

@@ -10,6 +10,7 @@ import torch
 
 from dmax_core.bundle import save_bundle
 from dmax_core.config import DmaxConfig
+from dmax_core.files import checksums_digest
 from dmax_core.metric_logger import MetricLogger
 from dmax_core.models import LLaDA2MoeForDiffusionLM
 from dmax_core.results import StageResult
@@ -54,4 +55,5 @@ def pretrain(cfg: DmaxConfig, logger: MetricLogger) -> StageResult:
         stage="pretrain",
         outputs={BASE: out},
         metrics={"pretrain/final_loss": result.final_loss, "pretrain/seconds": result.seconds},
+        checkpoints={BASE: checksums_digest(out)},
     )

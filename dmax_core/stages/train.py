@@ -16,6 +16,7 @@ from dmax_core.files import checksums_digest
 from dmax_core.metric_logger import MetricLogger
 from dmax_core.results import ModelCandidate, StageResult
 from dmax_core.stages.common import is_main_process, labelled_pads, setup
+from dmax_core.stages.datasets import trajectory_dataset
 from dmax_core.stages.layout import BASE, TRAJECTORIES, RunLayout
 from dmax_core.training import duplicate_for_oput, encode_conversations, train_model
 from dmax_core.trajectories import load_trajectories
@@ -53,5 +54,6 @@ def train(cfg: DmaxConfig, logger: MetricLogger) -> StageResult:
         outputs={name: out},
         metrics={"train/final_loss": result.final_loss, "train/seconds": result.seconds},
         tags={"dmax.dataset_digest": trajectories.digest},
+        datasets=(trajectory_dataset(cfg, layout.path(TRAJECTORIES), trajectories.digest, "training"),),
         candidate=ModelCandidate(output=name, family=objective, digest=checksums_digest(out)),
     )

@@ -1,5 +1,6 @@
 """MLflow tracking of dmax runs, one job per module: `store` (where), `logger` (the MetricLogger on a
-run), `runs` (pipeline and stage runs, recording a `StageResult`), `registry` (candidates, champion).
+run), `runs` (pipeline and stage runs, recording a `StageResult`), `lineage` (dataset inputs, logged
+models), `registry` (candidates, champion).
 
 It logs what stages return and decides nothing itself: the champion rule is `evaluation.rules`, the
 stage order is `stages.table`. Importing it imports MLflow (`dmax_core/__init__` has already switched

@@ -11,6 +11,7 @@ moves to it only if `evaluation.rules.beats_champion` says so; the reason is kep
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 
 from mlflow import MlflowClient
@@ -26,6 +27,9 @@ CANDIDATE_ALIAS = "candidate"
 CHAMPION_ALIAS = "champion"
 # The family whose versions compete for `champion`: the headline's DMax cell is the OPUT model.
 DIGEST_TAG = "dmax.checkpoint_sha256"
+# The logged-model tag listing its registered versions (mlflow.utils.mlflow_tags.MLFLOW_MODEL_VERSIONS).
+MODEL_VERSIONS_TAG = "mlflow.modelVersions"
+LOGGED_MODEL_TAG = "dmax.logged_model_id"
 
 
 def registered_model_name(preset: str, family: str) -> str:
@@ -34,8 +38,15 @@ def registered_model_name(preset: str, family: str) -> str:
 
 
 def register_candidate(client: MlflowClient, preset: str, run_id: str, candidate: ModelCandidate,
-                       tags: Mapping[str, str]) -> tuple[str, str]:
-    """Register `runs:/<run_id>/<candidate.output>` and point `candidate` at it; returns (name, version)."""
+                       tags: Mapping[str, str], model_id: str | None = None) -> tuple[str, str]:
+    """Register `runs:/<run_id>/<candidate.output>` and point `candidate` at it; returns (name, version).
+
+    With `model_id` (the run's logged model of this checkpoint) the two are linked both ways: the logged
+    model lists the version under `mlflow.modelVersions`, as `mlflow.register_model` does, so its page in
+    the UI shows where it was registered; the version carries the id in `LOGGED_MODEL_TAG`. The id is not
+    passed as `create_model_version(model_id=...)`: an MLflow server then requires the source to lie in the
+    logged model's own artifacts (ours points at the run's copy of the weights) and refuses `runs:/...`,
+    and a sqlite or PostgreSQL registry does not keep it anyway."""
     name = registered_model_name(preset, candidate.family)
     try:
         client.create_registered_model(name, description=OBJECTIVES.get(candidate.family).description.format(
@@ -45,9 +56,14 @@ def register_candidate(client: MlflowClient, preset: str, run_id: str, candidate
             raise
     version = client.create_model_version(
         name, source=f"runs:/{run_id}/{candidate.output}", run_id=run_id,
-        tags={**tags, "dmax.train_run_id": run_id, DIGEST_TAG: candidate.digest},
+        tags={**tags, "dmax.train_run_id": run_id, DIGEST_TAG: candidate.digest,
+              **({LOGGED_MODEL_TAG: model_id} if model_id else {})},
     ).version
     client.set_registered_model_alias(name, CANDIDATE_ALIAS, version)
+    if model_id is not None:
+        listed = json.loads(client.get_logged_model(model_id).tags.get(MODEL_VERSIONS_TAG, "[]"))
+        client.set_logged_model_tags(model_id, {
+            MODEL_VERSIONS_TAG: json.dumps([*listed, {"name": name, "version": str(version)}])})
     return name, str(version)
 
 

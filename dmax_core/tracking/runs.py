@@ -10,8 +10,11 @@ What gets recorded:
 - metrics: whatever the stage logs while it runs (loss per step, each evaluation cell) and its end-of-
   stage figures (the headline after `evaluate`), mirrored onto the parent so one row is one pipeline;
 - artifacts: every output the stage returned, under its output name;
-- registry: the checkpoint a stage offers as a candidate, and the champion decision after `evaluate`
-  (`tracking.registry`).
+- datasets: what the stage read or wrote (the trajectories) as dataset inputs, also on the parent run;
+- logged models: each checkpoint the stage wrote (pretrain `base/`, train `dmax/` or `control/`), pointing
+  at its artifact and listed as an output of the run and its parent (`tracking.lineage`);
+- registry: the checkpoint a stage offers as a candidate, linked to its logged model, and the champion
+  decision after `evaluate` (`tracking.registry`).
 
 Nothing here runs a stage or decides what a stage wrote: `StageRun.record` logs the `StageResult`.
 """
@@ -29,6 +32,7 @@ from mlflow import MlflowClient
 from dmax_core.config import DmaxConfig
 from dmax_core.env import DISTRIBUTION, environment_info
 from dmax_core.results import StageResult
+from dmax_core.tracking.lineage import log_checkpoints, log_datasets
 from dmax_core.tracking.logger import MAX_TAG_LENGTH, MlflowLogger, as_text
 from dmax_core.tracking.registry import (
     find_version,
@@ -107,11 +111,16 @@ class StageRun:
         logger.log_metrics(dict(result.metrics))
         logger.flush()
         self._tag(result.tags)
+        log_datasets(self.client, (logger.run_id, self.parent_run_id), result.datasets)
+        models = log_checkpoints(self.client, logger.run_id, result.model_checkpoints(), preset=self.cfg.preset,
+                                 tags={"dmax.preset": self.cfg.preset, "dmax.stage": result.stage},
+                                 mirror_run_id=self.parent_run_id)
         if result.candidate is not None:
             name, version = register_candidate(
                 self.client, self.cfg.preset, logger.run_id, result.candidate,
                 tags={"dmax.preset": self.cfg.preset, "dmax.pipeline_run_id": self.parent_run_id or "",
                       **{k: v for k, v in result.tags.items() if k.startswith("dmax.")}},
+                model_id=models.get(result.candidate.output),
             )
             self.facts.update(model_name=name, model_version=version)
             self._tag({"dmax.model_name": name, "dmax.model_version": version})

@@ -2,7 +2,7 @@
 
 `MLFLOW_TRACKING_URI` if set (a server, or a PostgreSQL database), else `sqlite:///<project>/mlruns.db`
 with artifacts in `<project>/mlartifacts/`. Experiment `dmax` unless `DMAX_MLFLOW_EXPERIMENT` says
-otherwise.
+otherwise, marked as a model-training experiment (`EXPERIMENT_KIND_TAG`).
 """
 
 from __future__ import annotations
@@ -18,6 +18,10 @@ from dmax_core.env import project_dir
 
 EXPERIMENT_VARIABLE = "DMAX_MLFLOW_EXPERIMENT"
 DEFAULT_EXPERIMENT = "dmax"
+# The experiment tag MLflow 3's UI reads and its experiment-kind selector writes: "custom_model_development"
+# is the kind shown as "Model training" (runs table), not "GenAI apps & agents" (traces, overview).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING_KIND = "custom_model_development"
 
 
 def tracking_uri() -> str:
@@ -42,18 +46,22 @@ def tracking_client(uri: str | None = None) -> MlflowClient:
 
 
 def experiment_id(client: MlflowClient, name: str | None = None) -> str:
-    """Get or create the experiment (creation races with another process are tolerated)."""
+    """Get or create the experiment, marked as model training (creation races with another process are
+    tolerated). An experiment made before dmax set the kind gets it now; a kind someone chose in the UI
+    is left alone."""
     name = name or os.environ.get(EXPERIMENT_VARIABLE, DEFAULT_EXPERIMENT)
     found = client.get_experiment_by_name(name)
-    if found is not None:
-        return found.experiment_id
-    try:
-        return client.create_experiment(name, artifact_location=default_artifact_location(client.tracking_uri))
-    except MlflowException:
-        found = client.get_experiment_by_name(name)
-        if found is None:
-            raise
-        return found.experiment_id
+    if found is None:
+        try:
+            return client.create_experiment(name, artifact_location=default_artifact_location(client.tracking_uri),
+                                            tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND})
+        except MlflowException:
+            found = client.get_experiment_by_name(name)
+            if found is None:
+                raise
+    if EXPERIMENT_KIND_TAG not in found.tags:
+        client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
+    return found.experiment_id
 
 
 def safe_name(text: str) -> str:

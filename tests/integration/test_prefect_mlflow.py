@@ -15,6 +15,7 @@ import urllib.parse
 from pathlib import Path
 
 import pytest
+from mlflow import MlflowClient
 from platform_helpers import FAST_SMOKE, REPO, flow_run_logs, http_json, run_deployment, wait_flow_run
 
 from dmax_core.config import load_config
@@ -116,6 +117,28 @@ def test_full_pipeline_deployment_is_tracked_in_mlflow(platform, pipeline):
     version = candidate["model_version"]
     assert version["run_id"] == stages["train"]["info"]["run_id"]
     assert version["source"].endswith("/dmax")
+    _assert_lineage(platform, parent["info"]["run_id"], stages, version)
+
+
+def _assert_lineage(platform: LocalPlatform, parent_id: str, stages: dict[str, dict], version: dict) -> None:
+    """Through the server: the experiment opens as model training, train lists the trajectories it read,
+    its checkpoint is a logged model (also on the parent) linked to the registered version, and the task
+    headline is a plain metric of the evaluate run and the parent."""
+    client = MlflowClient(platform.mlflow_url)
+    assert client.get_experiment_by_name("dmax").tags["mlflow.experimentKind"] == "custom_model_development"
+    train_id = stages["train"]["info"]["run_id"]
+    train = client.get_run(train_id)
+    [read] = train.inputs.dataset_inputs
+    digest = train.data.tags["dmax.dataset_digest"]
+    assert (read.dataset.name, read.dataset.digest) == ("smoke-trajectories", digest[:36])
+    assert {t.key: t.value for t in read.tags}["mlflow.data.context"] == "training"
+    [produced] = train.outputs.model_outputs
+    model = client.get_logged_model(produced.model_id)
+    assert model.name == "smoke-dmax" and model.tags["dmax.checkpoint_uri"] == f"runs:/{train_id}/dmax"
+    assert produced.model_id in {m.model_id for m in client.get_run(parent_id).outputs.model_outputs}
+    assert {t["key"]: t["value"] for t in version["tags"]}["dmax.logged_model_id"] == produced.model_id
+    for run_id in (stages["evaluate"]["info"]["run_id"], parent_id):
+        assert isinstance(client.get_run(run_id).data.metrics["eval/ledger/headline/valid"], float)
 
 
 def _tree_digest(directory: Path) -> str:
