@@ -22,6 +22,7 @@ import copy
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,7 +103,8 @@ def decode_problems(
             index, text, result = pending.pop(future)
             record(index, text, result, future.result())  # a scorer's exception surfaces here, in words
 
-    with ThreadPoolExecutor(max_workers=max(workers, 1), thread_name_prefix="dmax-score") as pool:
+    # No threads at all when scoring inline (`score_workers=0`).
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dmax-score") if workers else nullcontext() as pool:
 
         def finished(index: int, result: DecodeResult) -> None:
             text = answer_text(tokenizer, result)

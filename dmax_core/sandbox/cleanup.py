@@ -9,7 +9,7 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,14 +50,7 @@ def kill_group(pgid: int) -> None:
 
 def kill_marked(token: str, rounds: int = 50) -> None:
     """SIGKILL every live process carrying this run's marker, again until none is left (they may fork)."""
-    for _ in range(rounds):
-        pids = marked_processes(token)
-        if not pids:
-            return
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-        time.sleep(0.005)
+    kill_until_gone(lambda: marked_processes(token), rounds)
 
 
 def proc_pids() -> Iterator[int]:
@@ -120,13 +113,22 @@ def kill_cgroup_tasks(path: Path) -> None:
     """Forbid new tasks in the run's cgroup, then kill every task in it until none is left."""
     with contextlib.suppress(OSError):
         (path / "pids.max").write_text("0")
-    for _ in range(200):
+
+    def members() -> list[int]:
         try:
-            pids = [int(line) for line in (path / "cgroup.procs").read_text().split()]
+            return [int(line) for line in (path / "cgroup.procs").read_text().split()]
         except (OSError, ValueError):
-            pids = []
+            return []
+
+    kill_until_gone(members, 200)
+
+
+def kill_until_gone(find: Callable[[], list[int]], rounds: int) -> None:
+    """SIGKILL every pid `find` lists, and again (processes may fork) until it lists none or `rounds` run out."""
+    for _ in range(rounds):
+        pids = find()
         if not pids:
-            break
+            return
         for pid in pids:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
