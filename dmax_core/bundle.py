@@ -19,14 +19,21 @@ import torch
 from dmax_core.errors import DataError
 from dmax_core.files import atomic_directory, atomic_write_json, read_json_object
 from dmax_core.models import LLaDA2MoeForDiffusionLM
-from dmax_core.models.configuration import CONFIG_NAME
+from dmax_core.models.configuration import BLOCK_LENGTH_KEY, CONFIG_NAME
 from dmax_core.tokenizer import load_tokenizer, save_tokenizer, special_token_ids
 
 PROVENANCE_FILE = "dmax_bundle.json"
 
 
-def save_bundle(model: LLaDA2MoeForDiffusionLM, tokenizer: Any, final: Path, provenance: dict[str, Any]) -> Path:
-    """Write model, tokenizer and provenance to `final` atomically; returns `final`."""
+def save_bundle(model: LLaDA2MoeForDiffusionLM, tokenizer: Any, final: Path, provenance: dict[str, Any],
+                block_length: int | None = None) -> Path:
+    """Write model, tokenizer and provenance to `final` atomically; returns `final`.
+
+    `block_length` (the B the model was trained with) is recorded in config.json (`BLOCK_LENGTH_KEY`), so
+    tools that only see the checkpoint (diffusers' pipeline, `dmax export`) use the model's own block."""
+    if block_length is not None:
+        model.config.extra[BLOCK_LENGTH_KEY] = block_length
+        model.config.validate()
     with atomic_directory(final) as staging:
         model.save_pretrained(staging)
         save_tokenizer(tokenizer, staging)

@@ -21,9 +21,11 @@ def block_causal_mask(positions: torch.Tensor, block_length: int) -> torch.Tenso
     Blocks are aligned to absolute multiples of B, so a prompt is not special-cased: a prompt block
     sees itself and earlier blocks. Used for prefill, the cross-block commit (finished block + new
     block) and a single decoding block (where it is simply all-true).
+
+    positions: Long[L] gives [L, L]; Long[b, L] (a row's own positions each) gives [b, L, L].
     """
     blocks = positions // block_length
-    return blocks[None, :] <= blocks[:, None]
+    return blocks[..., None, :] <= blocks[..., :, None]
 
 
 def training_attention_mask(seq_len: int, block_length: int, device: torch.device | None = None) -> torch.Tensor:

@@ -22,6 +22,11 @@ from typing import Any
 from dmax_core.files import atomic_write_text
 
 CONFIG_NAME = "config.json"
+# The block length B the model was trained with (spec §1). Released LLaDA2 configs do not name it; dmax
+# writes it into config.json (an `extra` key, so the official code ignores it) so that a caller that only
+# holds the checkpoint, such as diffusers' LLaDA2Pipeline through `dmax_core.integrations`, builds the
+# same block-causal mask instead of guessing one.
+BLOCK_LENGTH_KEY = "block_length"
 
 # Values of keys we keep in `extra` but whose non-default setting would change the forward in a
 # way `modeling.py` does not implement. Checking them here turns a silent mismatch into an error.
@@ -96,6 +101,11 @@ class LLaDA2MoeConfig:
     @property
     def all_dense(self) -> bool:
         return self.num_experts == 0 or self.first_k_dense_replace >= self.num_hidden_layers
+
+    @property
+    def block_length(self) -> int | None:
+        """The training block length recorded in config.json (`BLOCK_LENGTH_KEY`), None when not recorded."""
+        return self.extra.get(BLOCK_LENGTH_KEY)
 
     def is_moe_layer(self, layer_idx: int) -> bool:
         """Layer `layer_idx` uses the MoE FFN (§6.2: layers >= first_k_dense_replace)."""
@@ -175,6 +185,9 @@ class LLaDA2MoeConfig:
         def bad(key: str, why: str) -> ValueError:
             return ValueError(f"LLaDA2MoeConfig: invalid {key}={self.extra[key]!r}: {why}")
 
+        block = self.extra.get(BLOCK_LENGTH_KEY)
+        if block is not None and (isinstance(block, bool) or not isinstance(block, int) or block < 1):
+            raise bad(BLOCK_LENGTH_KEY, "must be a positive integer (the training block length)")
         if self.extra.get("rope_scaling") is not None:
             raise bad("rope_scaling", "only plain RoPE (rope_scaling null, §6.1) is implemented")
         if self.extra.get("use_qk_norm", True) is not True:

@@ -50,7 +50,8 @@ def pretrain(cfg: DmaxConfig, logger: MetricLogger) -> StageResult:
         return StageResult(stage="pretrain", skipped="not the main process of a distributed launch")
     provenance = {"stage": "pretrain", "steps": result.steps, "final_loss": result.final_loss,
                   "seconds": result.seconds, "examples": len(data), "preset": cfg.preset}
-    out = save_bundle(result.model or model, tokenizer, layout.path(BASE), provenance)
+    out = save_bundle(result.model or model, tokenizer, layout.path(BASE), provenance,
+                      block_length=cfg.block_length)
     return StageResult(
         stage="pretrain",
         outputs={BASE: out},

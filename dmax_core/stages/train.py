@@ -48,7 +48,8 @@ def train(cfg: DmaxConfig, logger: MetricLogger) -> StageResult:
                   "resumed_from": result.resumed_from,
                   "dataset_digest": trajectories.digest, "preset": cfg.preset}
     name = layout.trained_model(objective)
-    out = save_bundle(result.model or model, tokenizer, layout.model(name), provenance)
+    out = save_bundle(result.model or model, tokenizer, layout.model(name), provenance,
+                      block_length=cfg.block_length)
     return StageResult(
         stage="train",
         outputs={name: out},
