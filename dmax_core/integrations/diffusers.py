@@ -32,7 +32,8 @@ import torch
 from diffusers import BlockRefinementScheduler, LLaDA2Pipeline
 from torch import Tensor
 
-from dmax_core.integrations.transformers import LLaDA2MoeModelLM, local_checkpoint_directory
+from dmax_core.integrations.transformers import LLaDA2MoeHFConfig, LLaDA2MoeModelLM, local_checkpoint_directory
+from dmax_core.models import LLaDA2MoeForDiffusionLM
 from dmax_core.tokenizer import load_tokenizer
 
 
@@ -81,7 +82,20 @@ def load_pipeline(checkpoint: str | os.PathLike[str], *, block_length: int | Non
     directory = local_checkpoint_directory(checkpoint, {})
     model = LLaDA2PipelineModel.from_pretrained(directory, block_length=block_length, dtype=dtype,
                                                 device_map=device)
-    scheduler = BlockRefinementScheduler(block_length=model.block_length, num_inference_steps=model.block_length)
-    pipe = LLaDA2Pipeline(model=model, scheduler=scheduler, tokenizer=load_tokenizer(directory))
+    return _pipeline(model, load_tokenizer(directory))
+
+
+def pipeline_for(model: LLaDA2MoeForDiffusionLM, tokenizer: Any) -> LLaDA2Pipeline:
+    """`LLaDA2Pipeline` over a dmax model already in memory (its weights shared, not copied), e.g. to compare
+    the pipeline with dmax's decoders on one set of weights. The model's config must record its block length."""
+    if model.config.block_length is None:
+        raise ValueError("pipeline_for: the model's config records no block_length (config.extra['block_length'])")
+    return _pipeline(LLaDA2PipelineModel(LLaDA2MoeHFConfig.from_dmax(model.config), dlm=model).eval(), tokenizer)
+
+
+def _pipeline(model: LLaDA2PipelineModel, tokenizer: Any) -> LLaDA2Pipeline:
+    block = model.block_length
+    scheduler = BlockRefinementScheduler(block_length=block, num_inference_steps=block)
+    pipe = LLaDA2Pipeline(model=model, scheduler=scheduler, tokenizer=tokenizer)
     pipe.set_progress_bar_config(disable=True)
     return pipe
