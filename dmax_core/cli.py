@@ -1,9 +1,11 @@
 """`dmax` command line, derived from the stage table: one subcommand per stage, plus `pipeline`,
-`config` and `benchmark`, and `sandbox` (run one program file in the code sandbox).
+`config` and `benchmark`, and the tools with their own parsers: `sandbox` (run one program file in the code
+sandbox), `lm-eval`, `export` (a hub-ready folder from a checkpoint or a registered model version).
 
     dmax pipeline --preset tiny
     dmax train --preset smoke train.lr=3e-4 seed=1 --track
     dmax sandbox solution.py --timeout 5
+    dmax export runs/tiny/dmax hub/dmax-tiny --max-shard-size 2GB
     dmax lm-eval --model dmax --model_args pretrained=DIR,decoder=spd,threshold=0.5 --tasks gsm8k
 
 User errors (bad config keys, missing or corrupt files) print one line and exit with status 2;
@@ -27,6 +29,7 @@ COMMANDS = {
 TOOLS = {
     "sandbox": "run one Python file in the code sandbox and print its verdict as one JSON line",
     "lm-eval": "lm-evaluation-harness with dmax's decoders as `--model dmax`",
+    "export": "a hub-ready folder (sharded safetensors, model card) from a checkpoint or registered version",
 }
 
 
@@ -68,6 +71,10 @@ def run(argv: Sequence[str] | None = None) -> int:
         from dmax_core.sandbox import main as sandbox_main
 
         return sandbox_main(argv[1:])
+    if argv[:1] == ["export"]:  # its own parser: SOURCE OUT, shard size, where the run's records are
+        from dmax_core.export import main as export_main
+
+        return export_main(argv[1:])
     if argv[:1] == ["lm-eval"]:  # lm-evaluation-harness's own CLI with `--model dmax` registered
         from dmax_core.integrations.lm_eval_cli import main as lm_eval_main
 

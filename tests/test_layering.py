@@ -38,7 +38,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("results",),
     ("tracking",),
     ("stages", "integrations"),  # two adapters over the layers below: the pipeline, lm-eval's model
-    ("benchmark",),  # runs stages
+    ("benchmark", "export"),  # runs stages; reads a run's records (stages' layout, tracking) for a hub export
     ("cli",),
     ("__main__",),
 )

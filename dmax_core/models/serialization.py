@@ -1,7 +1,8 @@
 """Reading and writing LLaDA2-MoE checkpoints in the Hugging Face layout, safetensors only (spec §6.3).
 
 Writes `config.json`, `model.safetensors` and `SHA256SUMS` (the digest of every weight file, in
-coreutils' `sha256sum` format, written last). Reads a single `model.safetensors` or the shards of a
+coreutils' `sha256sum` format, written last), or HF shards with their index and `SHA256SUMS` over the
+shards (`save_sharded`, for hub exports). Reads a single `model.safetensors` or the shards of a
 `model.safetensors.index.json`, in the per-expert names of the released checkpoints or dFactory's
 merged-expert layout, and verifies `SHA256SUMS` when there is one: flipped bytes in a tensor payload
 have no other symptom (safetensors has no checksum), so a dmax checkpoint is never used with them.
@@ -23,7 +24,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from dmax_core.files import atomic_file, verify_checksums, write_checksums
+from dmax_core.files import atomic_file, atomic_write_json, verify_checksums, write_checksums
 
 from .configuration import CONFIG_NAME, LLaDA2MoeConfig
 
@@ -36,14 +37,8 @@ EXPERT_PROJECTIONS = ("gate_proj", "up_proj", "down_proj")
 ModelT = TypeVar("ModelT", bound="LLaDA2MoeForDiffusionLM")
 
 
-def save_model(model: LLaDA2MoeForDiffusionLM, directory: str | os.PathLike[str]) -> Path:
-    """Weights, then config, then checksums, each file replaced atomically (see module docstring)."""
-    target = Path(directory).absolute()
-    if target.exists() and not target.is_dir():
-        raise FileExistsError(f"save_pretrained: {target} exists and is not a directory")
-    target.mkdir(parents=True, exist_ok=True)
-    for stale in [target / WEIGHTS_INDEX_NAME, *target.glob("model-*-of-*.safetensors")]:
-        stale.unlink(missing_ok=True)  # shards of an earlier save would shadow nothing but mislead a reader
+def _state_tensors(model: LLaDA2MoeForDiffusionLM) -> dict[str, torch.Tensor]:
+    """The state dict on the CPU, each tensor with storage of its own (what safetensors can write)."""
     tensors = {}
     for name, tensor in model.state_dict().items():
         tensor = tensor.detach().cpu()
@@ -51,10 +46,85 @@ def save_model(model: LLaDA2MoeForDiffusionLM, directory: str | os.PathLike[str]
         # safetensors refuses tensors that share memory.
         shares = tensor.untyped_storage().nbytes() != tensor.numel() * tensor.element_size()
         tensors[name] = tensor.clone() if shares else tensor.contiguous()
+    return tensors
+
+
+def _target_directory(directory: str | os.PathLike[str]) -> Path:
+    target = Path(directory).absolute()
+    if target.exists() and not target.is_dir():
+        raise FileExistsError(f"save_pretrained: {target} exists and is not a directory")
+    target.mkdir(parents=True, exist_ok=True)
+    return target
+
+
+def save_model(model: LLaDA2MoeForDiffusionLM, directory: str | os.PathLike[str]) -> Path:
+    """Weights, then config, then checksums, each file replaced atomically (see module docstring)."""
+    target = _target_directory(directory)
+    for stale in [target / WEIGHTS_INDEX_NAME, *target.glob("model-*-of-*.safetensors")]:
+        stale.unlink(missing_ok=True)  # shards of an earlier save would shadow nothing but mislead a reader
+    tensors = _state_tensors(model)
     with atomic_file(target / WEIGHTS_NAME) as tmp:
         save_file(tensors, str(tmp), metadata={"format": "pt"})
     model.config.save(target)
     write_checksums(target, [WEIGHTS_NAME])
+    return target
+
+
+def plan_shards(sizes: Mapping[str, int], max_shard_size: int) -> list[list[str]]:
+    """Tensor names grouped into shards of at most `max_shard_size` bytes, in the given order.
+
+    Greedy, as transformers' `save_pretrained` does: a shard is closed when the next tensor would push it
+    over the limit, and a tensor larger than the limit gets a shard of its own (tensors are never split,
+    so every loader can read a shard on its own)."""
+    if max_shard_size < 1:
+        raise ValueError(f"max_shard_size must be at least 1 byte, got {max_shard_size}")
+    shards: list[list[str]] = []
+    used = 0
+    for name, size in sizes.items():
+        if not shards or (used + size > max_shard_size and shards[-1]):
+            shards.append([])
+            used = 0
+        shards[-1].append(name)
+        used += size
+    return shards
+
+
+def shard_name(index: int, count: int) -> str:
+    """HF's shard file name: `model-00001-of-00003.safetensors` (1-based)."""
+    return f"model-{index:05d}-of-{count:05d}.safetensors"
+
+
+def save_sharded(model: LLaDA2MoeForDiffusionLM, directory: str | os.PathLike[str], max_shard_size: int,
+                 dtypes: Mapping[str, torch.dtype] | None = None) -> Path:
+    """The weights as HF shards with `model.safetensors.index.json`, then config, then `SHA256SUMS` over the
+    shards, so `load_model` verifies every shard as it does a single `model.safetensors`.
+
+    The index's `total_size` is the sum of the tensors' bytes (HF's meaning; the files add their headers).
+    Meant for a fresh directory (an export's staging directory); a `model.safetensors` already there would
+    be read instead of the shards, so it is refused. `dtypes` (`stored_dtypes` of the source) puts each
+    floating tensor back in the dtype its source file stored it in: loading casts every floating tensor to
+    one dtype, and an export must not change a stored byte."""
+    target = _target_directory(directory)
+    if (target / WEIGHTS_NAME).exists():
+        raise FileExistsError(f"save_sharded: {target / WEIGHTS_NAME} would shadow the shards")
+    tensors = _state_tensors(model)
+    for name, dtype in (dtypes or {}).items():
+        if name in tensors and tensors[name].is_floating_point():
+            tensors[name] = tensors[name].to(dtype)
+    groups = plan_shards({name: t.numel() * t.element_size() for name, t in tensors.items()}, max_shard_size)
+    weight_map: dict[str, str] = {}
+    names = []
+    for number, group in enumerate(groups, start=1):
+        name = shard_name(number, len(groups))
+        with atomic_file(target / name) as tmp:
+            save_file({key: tensors[key] for key in group}, str(tmp), metadata={"format": "pt"})
+        weight_map.update(dict.fromkeys(group, name))
+        names.append(name)
+    index = {"metadata": {"total_size": sum(t.numel() * t.element_size() for t in tensors.values())},
+             "weight_map": dict(sorted(weight_map.items()))}
+    atomic_write_json(target / WEIGHTS_INDEX_NAME, index)
+    model.config.save(target)
+    write_checksums(target, names)
     return target
 
 
@@ -83,6 +153,26 @@ def load_model(cls: type[ModelT], directory: str | os.PathLike[str], dtype: torc
     if torch.device(device).type == "cuda":
         model.pack_experts()  # grouped MoE dispatch reads the stacked experts in place
     return model.eval()
+
+
+# safetensors' header names of the floating dtypes (the only ones `load_model` casts).
+_SAFETENSORS_FLOATS = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
+
+
+def stored_dtypes(directory: str | os.PathLike[str]) -> dict[str, torch.dtype]:
+    """Tensor name -> stored floating dtype, read from the safetensors headers only (no payload is read)."""
+    directory = Path(directory)
+    single, index = directory / WEIGHTS_NAME, directory / WEIGHTS_INDEX_NAME
+    files = [single] if single.is_file() else sorted(
+        {directory / shard for shard in json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()})
+    found: dict[str, torch.dtype] = {}
+    for path in files:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            for name in handle.keys():  # noqa: SIM118
+                dtype = _SAFETENSORS_FLOATS.get(handle.get_slice(name).get_dtype())
+                if dtype is not None:
+                    found[name] = dtype
+    return found
 
 
 def _read_safetensors_file(path: Path) -> dict[str, torch.Tensor]:
