@@ -7,7 +7,10 @@
 The trained asset (tests/assets/tiny-base, the default) ends its ledger answers after ~35 tokens, so
 both generation lengths decode the same blocks; `--random-init` re-draws its weights (seed 0) so that no
 EOS comes early and every prompt decodes all `G` positions, which shows how the pipeline's cost grows
-with the window it recomputes.
+with the window it recomputes. On random weights the two threshold decoders also part in tokens: with every
+confidence near 1/vocab, no position passes the threshold and near-ties are common, and there dmax commits
+the best position and every one within 1e-5 of it (§3.1), the pipeline exactly one. The script reports the
+share of equal prompts either way.
 
 Each prompt (ledger test problems, through the checkpoint's chat template) is decoded alone (batch 1) by
   * dmax threshold: `ThresholdPolicy(--threshold)` in dmax's frame (KV cache, prefill);

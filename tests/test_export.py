@@ -20,7 +20,7 @@ from dmax_core import cli
 from dmax_core.bundle import load_bundle
 from dmax_core.config import load_config
 from dmax_core.diffusion import block_causal_mask
-from dmax_core.errors import ConfigError
+from dmax_core.errors import ConfigError, DataError
 from dmax_core.export import export_checkpoint, parse_size
 from dmax_core.files import checksums_digest, read_checksums, verify_checksums
 from dmax_core.models import LLaDA2MoeForDiffusionLM
@@ -100,6 +100,34 @@ def test_export_round_trips_weights_dtype_and_logits(run_dir, tmp_path):
     assert config["model_type"] == "llada2_moe"
     assert json.loads((out / "dmax_bundle.json").read_text()) == TRAIN_PROVENANCE
     assert not (out / "model.safetensors").exists()
+
+
+def test_an_export_loads_through_transformers_auto_classes_and_the_diffusers_pipeline(run_dir, tmp_path):
+    """The hub folder as an HF user takes it: AutoModelForCausalLM (no remote code) gives the source's logits,
+    and LLaDA2Pipeline decodes it with the tokens of dmax's threshold decoder on the source."""
+    from transformers import AutoModelForCausalLM
+
+    from dmax_core.decoding import ThresholdPolicy, generate
+    from dmax_core.integrations.diffusers import load_pipeline
+    from dmax_core.tokenizer import encode
+
+    out = export_checkpoint(run_dir / "dmax", tmp_path / "hub", max_shard_size="200KB")
+    source, tokenizer = load_bundle(run_dir / "dmax")
+    hf = AutoModelForCausalLM.from_pretrained(out, trust_remote_code=False)
+    assert hf.block_length == 32 and hf.dtype == torch.bfloat16
+    ids = torch.randint(0, source.config.vocab_size, (2, 40), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        assert torch.equal(hf(ids).logits, _logits(source))
+    pipe = load_pipeline(out, dtype="float32")
+    prompt = torch.tensor(encode(tokenizer, tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Tom has 3 and buys 2 . How many now ?"}], tokenize=False,
+        add_generation_prompt=True)))
+    ours = generate(source.float(), prompt, ThresholdPolicy(0.9), gen_length=48, block_length=32)
+    theirs = pipe(input_ids=prompt[None], gen_length=48, threshold=0.9, editing_threshold=None,
+                  sampling_method="greedy", output_type="seq").sequences[0].tolist()
+    expected = ours.raw_ids[len(prompt) : len(prompt) + 48].tolist()
+    eos = tokenizer.eos_token_id
+    assert theirs[: theirs.index(eos) + 1] == expected[: expected.index(eos) + 1]
 
 
 def test_shards_follow_the_size_limit_and_the_index_is_valid(run_dir, tmp_path):
@@ -311,3 +339,20 @@ def test_a_registered_version_exports_with_its_evaluate_runs_records(tmp_path, m
     code, err = _cli(capsys, f"models:/{name}/7", tmp_path / "absent")
     assert code == 2 and err.count("\n") == 1 and "not in the model registry" in err
     assert not (tmp_path / "absent").exists()
+
+
+def test_a_checkpoint_that_predates_its_recorded_block_length_gets_the_runs(run_dir, tmp_path):
+    """Checkpoints written before config.json recorded `block_length` export with the block the run decoded
+    them with (its records), so HF callers can build the mask; a contradiction between the two is refused."""
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    config = json.loads((run / "dmax" / "config.json").read_text())
+    config.pop("block_length")
+    (run / "dmax" / "config.json").write_text(json.dumps(config))
+    out = export_checkpoint(run / "dmax", tmp_path / "hub")
+    assert json.loads((out / "config.json").read_text())["block_length"] == _metrics(run)["settings"]["block_length"]
+    config["block_length"] = 16
+    (run / "dmax" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(DataError, match=r"records block_length=16 but the run's records .* block_length=32"):
+        export_checkpoint(run / "dmax", tmp_path / "hub2")
+    assert not (tmp_path / "hub2").exists()

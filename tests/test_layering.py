@@ -37,7 +37,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("trajectories",),
     ("results",),
     ("tracking",),
-    ("stages", "integrations"),  # two adapters over the layers below: the pipeline, lm-eval's model
+    ("stages", "integrations"),  # the pipeline; the lm-eval, transformers and diffusers adapters
     ("benchmark", "export"),  # runs stages; reads a run's records (stages' layout, tracking) for a hub export
     ("cli",),
     ("__main__",),

@@ -114,5 +114,12 @@ def model_card(title: str, *, provenance: Mapping[str, Any], records: RunRecords
                      "Accuracy is the task's score, TPF tokens per forward, TPS tokens per second per sample.")
         lines += ["", *measured_table(records)]
     lines += ["", "## Use", "", "```python", "from dmax_core.bundle import load_bundle", "",
-              f'model, tokenizer = load_bundle("{title}")  # verifies SHA256SUMS', "```", ""]
+              f'model, tokenizer = load_bundle("{title}")  # verifies SHA256SUMS', "```", "",
+              "With transformers and diffusers (no remote code; `pip install dmax-platform[hf]`):", "",
+              "```python", "import dmax_core.integrations.transformers  # registers llada2_moe",
+              "from transformers import AutoModelForCausalLM", "from dmax_core.integrations.diffusers import "
+              "load_pipeline", "", f'model = AutoModelForCausalLM.from_pretrained("{title}")',
+              f'pipe = load_pipeline("{title}")  # diffusers\' LLaDA2Pipeline with this model\'s block length',
+              'text = pipe(prompt="...", gen_length=256, threshold=0.9, editing_threshold=None,',
+              '            sampling_method="greedy").texts[0]', "```", ""]
     return "\n".join(lines)

@@ -20,6 +20,7 @@ from dmax_core.bundle import PROVENANCE_FILE, load_bundle, read_provenance
 from dmax_core.errors import ConfigError, DataError
 from dmax_core.evaluation.records import Evaluation
 from dmax_core.files import atomic_directory, atomic_write_json, atomic_write_text, checksums_digest
+from dmax_core.models.configuration import BLOCK_LENGTH_KEY
 from dmax_core.models.serialization import WEIGHTS_INDEX_NAME, save_sharded, stored_dtypes
 from dmax_core.tokenizer import save_tokenizer
 
@@ -115,6 +116,15 @@ def export_checkpoint(source: str | Path, out: str | Path, *, max_shard_size: st
 
 def _write(found: ExportSource, out: Path, limit: int) -> None:
     model, tokenizer = load_bundle(found.checkpoint)
+    recorded, measured = model.config.block_length, found.records.settings.get("block_length")
+    if recorded is not None and measured is not None and recorded != measured:
+        raise DataError(f"{found.checkpoint}: config.json records block_length={recorded} but the run's records "
+                        f"({found.records.location}) decoded it with block_length={measured}")
+    if recorded is None and measured is not None:
+        # A checkpoint written before config.json recorded its block length: the run's own setting is the one
+        # HF callers need (transformers' Auto classes, diffusers' pipeline) to build the model's mask.
+        model.config.extra[BLOCK_LENGTH_KEY] = measured
+        model.config.validate()
     provenance = read_provenance(found.checkpoint)
     digest = checksums_digest(found.checkpoint)
     origin = {**found.origin, **({"weights digest (SHA-256 of its SHA256SUMS)": digest} if digest else {})}
