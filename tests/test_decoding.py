@@ -118,7 +118,7 @@ def test_policy_knobs_are_validated_by_name() -> None:
 
 
 def test_policies_are_built_from_the_registry_with_their_own_knobs() -> None:
-    assert set(POLICIES.names()) == {"threshold", "spd"}
+    assert set(POLICIES.names()) == {"threshold", "spd", "editing", "factor", "eb"}
     assert list(POLICIES.knobs("spd")) == ["threshold", "confidence_stop", "max_steps"]
     assert POLICIES.resolve("spd", {}, exclude=("threshold",)) == {"confidence_stop": 0.9, "max_steps": None}
     with pytest.raises(ValueError, match="decoding policy 'spd' needs threshold"):
