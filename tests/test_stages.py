@@ -110,8 +110,11 @@ def test_report_renders_the_evaluation(smoke_run):
     text = (cfg.run_dir / "report" / "report.md").read_text()
     assert text.startswith("# dmax evaluation report — preset `smoke`")
     assert "**Headline not computed:** base model under-trained" in text
-    assert text.count("| dmax | spd |") == 2 * len(cfg.evaluate.thresholds)  # test and validation tables
+    grid, compared = text.split("### Decoders compared on ")
+    assert grid.count("| dmax | spd |") == 2 * len(cfg.evaluate.thresholds)  # test and validation tables
+    assert compared.count("| dmax | spd |") == 1  # one row per (model, decoder) in the ranking
     assert (cfg.run_dir / "report" / "tradeoff.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (cfg.run_dir / "report" / "tasks" / f"frontiers-{cfg.task.name}.png").read_bytes()[:4] == b"\x89PNG"
     plot_data = json.loads((cfg.run_dir / "report" / "tradeoff.json").read_text())
     assert len(plot_data) == len(results["evaluate"].evaluation.select(split="test"))
 

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from dmax_core.errors import DataError
+from dmax_core.evaluation.comparison import Ranking
 from dmax_core.files import atomic_write_json
 
 FIGURES: tuple[str, ...] = ("accuracy", "tpf", "tps", "nfe", "tokens", "tpf_total", "tps_total")
@@ -270,6 +271,8 @@ class Evaluation:
     headline: Headline
     settings: Mapping[str, Any] = field(default_factory=dict)
     headlines: Mapping[str, Headline] = field(default_factory=dict)
+    # Every (model, decoder) ranked per task (`evaluation.comparison`), by task name.
+    rankings: Mapping[str, Ranking] = field(default_factory=dict)
 
     def select(self, **match: Any) -> list[Cell]:
         return select_cells(self.cells, **match)
@@ -289,6 +292,8 @@ class Evaluation:
             out.update(headline.metrics(f"eval/{task}/headline/"))
         for cell in self.cells:
             out.update(cell.metrics())
+        for ranking in self.rankings.values():
+            out.update(ranking.metrics())
         return out
 
     def to_json(self) -> dict[str, Any]:
@@ -296,6 +301,7 @@ class Evaluation:
             "cells": [c.to_json() for c in self.cells],
             "headline": self.headline.to_json(),
             "headlines": {task: h.to_json() for task, h in self.headlines.items()},
+            "rankings": {task: r.to_json() for task, r in self.rankings.items()},
             "summary": self.metrics(),
             "settings": dict(self.settings),
         }
@@ -310,6 +316,7 @@ class Evaluation:
             headline=Headline.from_json(data["headline"]),
             settings=dict(data.get("settings", {})),
             headlines={task: Headline.from_json(h) for task, h in data.get("headlines", {}).items()},
+            rankings={task: Ranking.from_json(r) for task, r in data.get("rankings", {}).items()},
         )
 
     @classmethod

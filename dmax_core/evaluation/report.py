@@ -16,6 +16,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from dmax_core.evaluation.comparison import Ranking
 from dmax_core.evaluation.records import Cell, Evaluation, Headline
 from dmax_core.files import atomic_file
 
@@ -141,6 +142,56 @@ def plot_tradeoff(cells: Sequence[Cell], headline: Headline | None, path: Path, 
     return save_png(fig, path, dpi=120)
 
 
+def ranking_table(ranking: Ranking) -> str:
+    """The decoders of one task by TPF within tolerance of the base's one-token accuracy (`comparison`)."""
+    lines = ["| place | model | decoder | knob | accuracy % (95% CI) | TPF (95% CI) | frontier points |",
+             "|---|---|---|---|---|---|---|"]
+    place = 0
+    for e in ranking.entries:
+        front = len(e.frontier)
+        if e.tpf is None:
+            lines.append(f"| - | {e.model} | {e.decoder} | - | no cell within tolerance | - | {front} |")
+            continue
+        place += 1
+        acc = f"{100 * e.accuracy:.1f}"
+        if e.accuracy_interval:
+            acc += f" ({100 * e.accuracy_interval[0]:.1f}-{100 * e.accuracy_interval[1]:.1f})"
+        tpf = f"{e.tpf:.2f}" + (f" ({e.tpf_interval[0]:.2f}-{e.tpf_interval[1]:.2f})" if e.tpf_interval else "")
+        lines.append(f"| {place} | {e.model} | {e.decoder} | {e.threshold:g} | {acc} | {tpf} | {front} |")
+    return "\n".join(lines)
+
+
+def plot_frontiers(ranking: Ranking, path: Path, title: str) -> Path:
+    """Every (model, decoder)'s accuracy-vs-TPF Pareto frontier of one task in one picture, the tolerance floor
+    as a dashed line and each pair's ranked cell circled."""
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    colors = plt.get_cmap("tab10")
+    for i, e in enumerate(ranking.entries):
+        if not e.frontier:
+            continue
+        xs = [tpf for _, tpf, _ in e.frontier]
+        ys = [100 * acc for _, _, acc in e.frontier]
+        line = "-" if e.model != "base" else "--"
+        ax.plot(xs, ys, marker="o", linestyle=line, color=colors(i % 10), label=f"{e.model} + {e.decoder}")
+        if e.tpf is not None:
+            ax.scatter([e.tpf], [100 * e.accuracy], s=160, facecolors="none", edgecolors=colors(i % 10),
+                       linewidths=1.5)
+    if ranking.floor is not None:
+        ax.axhline(100 * ranking.floor, color="black", linestyle=":", linewidth=1,
+                   label=f"base one-token accuracy - {ranking.tolerance_pp:g} pp")
+    ax.set_xlabel("tokens per forward (TPF)")
+    ax.set_ylabel("accuracy on the test split (%)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8, framealpha=0.85)
+    return save_png(fig, path, dpi=120)
+
+
+def frontier_name(task: str | None) -> str:
+    """The frontier picture of a task, relative to the report."""
+    return f"tasks/frontiers-{task}.png"
+
+
 def save_png(fig: plt.Figure, path: Path, dpi: int) -> Path:
     """Lay out `fig`, write it to `path` atomically as PNG and close it (the one copy for every picture)."""
     fig.tight_layout()
@@ -187,6 +238,12 @@ def _task_section(evaluation: Evaluation, task: str | None, primary: str | None)
         parts += ["", f"Validation split of {name}: {source}. Used only to choose thresholds, never reported "
                   "as a result:", "", markdown_table(cells, "validation")]
     parts += ["", f"![TPF vs accuracy, {name}]({plot_name(task)})", ""]
+    ranking = evaluation.rankings.get(task) if task is not None else None
+    if ranking is not None and len(ranking.entries) > 1:
+        parts += [f"### Decoders compared on {name}", "", ranking.reason + " (picked on test: the best each "
+                  "decoder's own sweep reached, an upper bound for every decoder alike; the knob is each "
+                  "decoder's swept value).", "", ranking_table(ranking), "",
+                  f"![Frontiers, {name}]({frontier_name(task)})", ""]
     return parts
 
 

@@ -26,6 +26,7 @@ from dmax_core.config import DmaxConfig
 from dmax_core.decoding import build_policy
 from dmax_core.env import device_name, environment_info
 from dmax_core.errors import ConfigError
+from dmax_core.evaluation.comparison import rank_decoders
 from dmax_core.evaluation.records import Cell, Evaluation
 from dmax_core.evaluation.rules import compute_headline, ratio_interval
 from dmax_core.evaluation.runner import decode_problems
@@ -256,11 +257,14 @@ def evaluate(cfg: DmaxConfig, logger: MetricLogger) -> StageResult:
                 [s.tpf for s in samples_of[headline.method.key]],
                 seed=cfg.seed))
         headlines[spec.name] = headline
+    rankings = {spec.name: rank_decoders(cells, samples_of, spec.name, tolerance_pp=cfg.experiment.tolerance_pp,
+                                         seed=cfg.seed) for spec in tasks}
     primary = cfg.primary_task if cfg.primary_task in headlines else tasks[0].name
     evaluation = Evaluation(
         cells=tuple(cells),
         headline=headlines[primary],
         headlines=headlines,
+        rankings=rankings,
         settings={
             "preset": cfg.preset, "block_length": cfg.block_length, "gen_length": ev.gen_length,
             "tasks": {spec.name: {split: len(p) for split, p in spec.problems.items()} for spec in tasks},
@@ -282,7 +286,8 @@ def evaluate(cfg: DmaxConfig, logger: MetricLogger) -> StageResult:
     return StageResult(
         stage="evaluate",
         outputs={EVAL: layout.path(EVAL)},
-        metrics={k: v for k, v in evaluation.metrics().items() if not k.startswith("eval/") or "/headline/" in k},
+        metrics={k: v for k, v in evaluation.metrics().items()
+                 if not k.startswith("eval/") or "/headline/" in k or "/rank/" in k},
         # Where and how fast: beside every cell's throughput, forwards/s and MBU (metrics) in MLflow.
         tags={"dmax.eval_device": device, "dmax.eval_dtype": dtype,
               "dmax.eval_batch_size": str(ev.batch_size), "dmax.eval_threads": str(env["threads"])},

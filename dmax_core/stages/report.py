@@ -7,7 +7,14 @@ from pathlib import PurePosixPath
 
 from dmax_core.config import DmaxConfig
 from dmax_core.evaluation.records import Evaluation
-from dmax_core.evaluation.report import plot_name, plot_tradeoff, render_markdown, task_headline
+from dmax_core.evaluation.report import (
+    frontier_name,
+    plot_frontiers,
+    plot_name,
+    plot_tradeoff,
+    render_markdown,
+    task_headline,
+)
 from dmax_core.evaluation.traces import plot_trace
 from dmax_core.files import atomic_directory, atomic_write_json, atomic_write_text, read_json_object
 from dmax_core.metric_logger import MetricLogger
@@ -43,6 +50,10 @@ def report(cfg: DmaxConfig, logger: MetricLogger) -> StageResult:
             for file in [plot_name(task), *([_inside(TRADEOFF_PLOT)] if task == primary else [])]:
                 plot_tradeoff(evaluation.select(task=task), task_headline(evaluation, task), staging / file,
                               f"dmax preset {cfg.preset}, task {task}")
+            ranking = evaluation.rankings.get(task)
+            if ranking is not None and len(ranking.entries) > 1:
+                plot_frontiers(ranking, staging / frontier_name(task),
+                               f"dmax preset {cfg.preset}, task {task}: every decoder's frontier")
         pictures = []
         seen: dict[str, int] = {}
         for trace in traces:
