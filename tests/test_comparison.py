@@ -43,7 +43,7 @@ def test_ranking_by_tpf_within_tolerance_of_the_base_one_token_accuracy():
     # spd@0.5 (0.90 >= 0.89, TPF 3) beats base threshold@0.7 (TPF 2); factor never reaches the floor
     assert order == [("dmax", "spd", 0.5, 3.0), ("base", "threshold", 0.7, 2.0), ("dmax", "factor", None, None)]
     spd = ranking.entries[0]
-    assert spd.tpf_interval[0] <= 3.0 <= spd.tpf_interval[1] and 2.0 <= spd.tpf_interval[0]
+    assert spd.tpf_interval[0] <= 3.0 <= spd.tpf_interval[1] and spd.tpf_interval[0] >= 2.0
     assert spd.accuracy_interval[1] <= 1.0
     assert ranking.entries[1].tpf_interval is None  # no samples kept for it: no interval, not a made-up one
     metrics = ranking.metrics()
