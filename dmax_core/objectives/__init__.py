@@ -1,4 +1,5 @@
-"""Training objectives, one registered class per file (`sft`: plain block-diffusion SFT, `oput`: OPUT, spec §2).
+"""Training objectives, one registered class per file (`sft`: plain block-diffusion SFT, `oput`: OPUT, spec §2;
+`mmd`: DMax-MMD post-training from the OPUT checkpoint).
 
 Every module here is imported, so each `Objective` subclass registers itself by name in `OBJECTIVES`;
 adding an objective is one new file with one class (`base.Objective` says what it must provide). The
@@ -28,6 +29,11 @@ def checkpoint_names() -> dict[str, str]:
     return {name: OBJECTIVES.get(name).checkpoint for name in OBJECTIVES.names()}
 
 
+def starting_models() -> dict[str, str]:
+    """Objective name -> the model its `train` run starts from (`base`, or another objective's checkpoint)."""
+    return {name: OBJECTIVES.get(name).starts_from for name in OBJECTIVES.names()}
+
+
 __all__ = [
     "OBJECTIVES",
     "Objective",
@@ -37,5 +43,6 @@ __all__ = [
     "checkpoint_names",
     "forward_noisy_half",
     "on_policy_rollout",
+    "starting_models",
     "training_loss",
 ]

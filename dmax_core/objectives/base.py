@@ -8,13 +8,15 @@ term beside the total (`<prefix>/loss/<term>`), and every statistic under `<pref
 
 An objective must not step the optimiser, draw the batch or its noise, or write files. It may hold frozen
 helpers built in `setup` (a reference copy of the starting weights, say), which runs once, on the starting
-weights, before any checkpoint is resumed or the model is sharded.
+weights, before any checkpoint is resumed or the model is sharded; when the trainer shards the model (FSDP)
+it hands the objective the same sharding through `shard`, so a frozen helper that runs forwards is split
+across the processes like the trained model instead of being held whole by each.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -33,8 +35,10 @@ class ObjectiveBatch:
 
     `noisy` is the masked copy the trainer drew, `labels` the targets (IGNORE_INDEX elsewhere, already
     restricted to masked positions when `train.loss_positions=masked`), `flags` marks on-policy rows (OPUT's
-    duplicated half). `step` and `seed` identify the draw, for objectives that sample. `always_forward`:
-    the model is sharded (FSDP), so every process must run the same number of forwards."""
+    duplicated half). `step` and `seed` identify the draw, for objectives that sample; `rows` are these
+    rows' positions in the step's global batch (so a draw per row is the same at any world size or
+    accumulation) and `block_length` the block size B of the layout. `always_forward`: the model is sharded
+    (FSDP), so every process must run the same number of forwards."""
 
     noisy: torch.Tensor
     clean: torch.Tensor
@@ -45,6 +49,8 @@ class ObjectiveBatch:
     step: int
     seed: int
     always_forward: bool = False
+    rows: torch.Tensor | None = None  # Long[b]; None: 0..b-1
+    block_length: int | None = None
 
 
 @dataclass(frozen=True)
@@ -60,11 +66,14 @@ class Objective(ABC):
 
     `checkpoint` is the model name its `train` run writes (a directory of the run, an evaluable model
     and the registry family's checkpoints); `from_scratch` says whether it can train a base model from
-    random weights (`pretrain`); `description` is the registered model's description."""
+    random weights (`pretrain`); `starts_from` is the model its `train` run starts from (`base`, or the
+    checkpoint another objective writes: a post-training objective such as `mmd` starts from `dmax`);
+    `description` is the registered model's description."""
 
     name: ClassVar[str]
     checkpoint: ClassVar[str]
     from_scratch: ClassVar[bool] = False
+    starts_from: ClassVar[str] = "base"
     description: ClassVar[str] = "dmax checkpoints"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -76,6 +85,10 @@ class Objective(ABC):
 
     def setup(self, model: nn.Module) -> None:  # noqa: B027 - a hook with a do-nothing default, not abstract
         """Called once with the starting weights, before resuming or sharding (default: nothing to do)."""
+
+    def shard(self, shard: Callable[[nn.Module], nn.Module]) -> None:  # noqa: B027 - a do-nothing hook
+        """Called once after the trainer sharded the model (FSDP), with the function that shards a module the
+        same way; an objective shards its frozen helpers with it (default: it holds none)."""
 
     @abstractmethod
     def loss_terms(self, model: nn.Module, batch: ObjectiveBatch) -> ObjectiveOutput:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dmax_core.config import DmaxConfig, model_names
-from dmax_core.objectives import checkpoint_names
+from dmax_core.objectives import checkpoint_names, starting_models
 
 # Names relative to run_dir (directories, or files inside them).
 BASE = "base"
@@ -38,6 +38,10 @@ MODEL_DIRS = {name: name for name in model_names()}
 assert MODEL_DIRS[BASE] == BASE and MODEL_DIRS[DMAX] == DMAX and MODEL_DIRS[CONTROL] == CONTROL
 # The registry family (training objective) of each model `train` writes.
 TRAINED_MODELS = checkpoint_names()
+# The model each objective's `train` run starts from: `base`, or the checkpoint another objective writes
+# (`mmd` post-trains `dmax`). Each must be a model this layout knows.
+STARTING_MODELS = starting_models()
+assert set(STARTING_MODELS.values()) <= set(MODEL_DIRS), STARTING_MODELS
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,11 @@ class RunLayout:
     def trained_model(objective: str) -> str:
         """The model `train` writes: OPUT -> `dmax`, the plain-SFT control -> `control` (never over dmax)."""
         return TRAINED_MODELS[objective]
+
+    @staticmethod
+    def starting_model(objective: str) -> str:
+        """The model `train` starts from: `base` for OPUT and the control, `dmax` for MMD post-training."""
+        return STARTING_MODELS[objective]
 
     @staticmethod
     def family(model: str) -> str | None:

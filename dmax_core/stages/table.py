@@ -35,6 +35,11 @@ SHARED_PARAMS: tuple[str, ...] = ("seed", "block_length")
 RUN_IDENTITY: tuple[str, ...] = ("preset", "run_dir", "threads")
 
 
+# DVC tracks the `train` run of the default objective (OPUT: base/ -> dmax/). Another objective reads and writes
+# what it names (`train.objective=mmd`: dmax/ -> mmd/, `StageResult.outputs`), run with `dmax train`.
+_TRAIN_OBJECTIVE = DmaxConfig.model_fields["train"].get_default(call_default_factory=True).objective.name
+
+
 def _never(cfg: DmaxConfig) -> str | None:
     return None
 
@@ -98,8 +103,10 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         name="train", run=train,
-        help="OPUT fine-tuning on the trajectories -> the DMax model (train.objective=sft: the control)",
-        reads=(layout.BASE, layout.TRAJECTORIES), writes=(layout.DMAX,), params=("train",),
+        help="OPUT fine-tuning on the trajectories -> the DMax model (train.objective=sft: the control; "
+             "train.objective=mmd: DMax-MMD post-training of the DMax model)",
+        reads=(layout.RunLayout.starting_model(_TRAIN_OBJECTIVE), layout.TRAJECTORIES),
+        writes=(layout.RunLayout.trained_model(_TRAIN_OBJECTIVE),), params=("train",),
     ),
     Stage(
         name="evaluate", run=evaluate,

@@ -1,9 +1,12 @@
 """`train`: fine-tune the base model on its own trajectories -> the DMax checkpoint (OPUT, spec §2).
 
-The objective is `train.objective` (a registered `objectives.Objective`); its checkpoint goes to
-the directory the objective names. With `train.objective=sft` the same duplicated data and steps train the
-plain masked objective: the self-distillation-only control, written to `control/` so it never replaces
-`dmax/`. Either way the checkpoint is a registry candidate of its objective's family.
+The objective is `train.objective` (a registered `objectives.Objective`); it starts from the model the
+objective names (`starts_from`) and its checkpoint goes to the directory the objective names. With
+`train.objective=sft` the same duplicated data and steps train the plain masked objective: the
+self-distillation-only control, written to `control/` so it never replaces `dmax/`. With
+`train.objective=mmd` it is a second run in the same run directory: DMax-MMD post-training of `dmax/` on
+the same trajectories, written to `mmd/`. Either way the checkpoint is a registry candidate of its
+objective's family.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import torch
 
 from dmax_core.bundle import load_bundle, save_bundle
 from dmax_core.config import DmaxConfig
+from dmax_core.errors import DataError
 from dmax_core.files import checksums_digest
 from dmax_core.metric_logger import MetricLogger
 from dmax_core.results import ModelCandidate, StageResult
@@ -23,16 +27,20 @@ from dmax_core.trajectories import load_trajectories
 
 
 def train(cfg: DmaxConfig, logger: MetricLogger) -> StageResult:
-    """Train `train.objective` on `trajectories/` from `base/` -> its checkpoint (`dmax/` for oput, `control/`
-    for sft)."""
+    """Train `train.objective` on `trajectories/` from its starting model -> its checkpoint (`base/` -> `dmax/`
+    for oput, `base/` -> `control/` for sft, `dmax/` -> `mmd/` for mmd)."""
     layout = RunLayout.of(cfg)
     objective = cfg.train.objective.name
+    start = layout.starting_model(objective)
+    source = layout.model(start)
+    if start != BASE and not source.is_dir():
+        raise DataError(f"train.objective={objective} starts from the {start} model, and {source} does not exist: "
+                        f"train it first (dmax train train.objective={layout.family(start)})")
     setup(cfg, "train")
     trajectories = load_trajectories(layout.path(TRAJECTORIES))
     # bf16 mixed precision keeps fp32 master weights: a bf16 checkpoint (LLaDA2.0-mini) is widened on load.
     # Every process loads the whole checkpoint before sharding (host RAM: processes x weights).
-    model, tokenizer = load_bundle(layout.path(BASE),
-                                   dtype=torch.float32 if cfg.train.mixed_precision == "bf16" else None)
+    model, tokenizer = load_bundle(source, dtype=torch.float32 if cfg.train.mixed_precision == "bf16" else None)
     data = duplicate_for_oput(
         encode_conversations(tokenizer, trajectories.pairs, cfg.train.max_seq_len, labelled_pads(cfg, cfg.train))
     )
@@ -43,7 +51,7 @@ def train(cfg: DmaxConfig, logger: MetricLogger) -> StageResult:
     )
     if not is_main_process():  # a distributed launch: rank 0 writes the checkpoint
         return StageResult(stage="train", skipped="not the main process of a distributed launch")
-    provenance = {"stage": "train", "objective": objective, "steps": result.steps,
+    provenance = {"stage": "train", "objective": objective, "starts_from": start, "steps": result.steps,
                   "final_loss": result.final_loss, "seconds": result.seconds, "examples": len(data),
                   "resumed_from": result.resumed_from,
                   "dataset_digest": trajectories.digest, "preset": cfg.preset}

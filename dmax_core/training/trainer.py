@@ -140,6 +140,9 @@ def train_model(
     if fsdp:  # shard the (possibly resumed) weights, then give the sharded optimizer the resumed state
         resumed_state = optimizer.state_dict() if start_step else None
         shard_model(model, device, cfg.mixed_precision, cfg.cpu_offload, cfg.activation_checkpointing)
+        # The objective's frozen helpers (MMD's feature model) are split the same way; they never run a
+        # backward, so they are sharded without activation checkpointing.
+        objective.shard(lambda module: shard_model(module, device, cfg.mixed_precision, cfg.cpu_offload))
         optimizer = torch.optim.AdamW(
             model.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay
         )
@@ -193,7 +196,8 @@ def train_model(
                 layout = layouts[span]
                 output = objective.loss_terms(model, ObjectiveBatch(
                     noisy=part_noisy, clean=clean, labels=labels, flags=batch.flags.to(device), layout=layout,
-                    mask_id=mask_id, step=step, seed=cfg.seed, always_forward=fsdp))
+                    mask_id=mask_id, step=step, seed=cfg.seed, always_forward=fsdp, rows=part,
+                    block_length=block_length))
                 part_loss = sum(output.terms.values())
                 share = len(part) / len(rows)  # the mean over sequences of the whole step, a micro-batch at a time
                 if len(parts) > 1:
