@@ -637,8 +637,14 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]
             raise ConfigError(f"cannot parse value of {key}: {exc}") from exc
         node = data
         parts = key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
+        for depth, part in enumerate(parts[:-1], start=1):
+            child = node.get(part, {})
+            if isinstance(child, str) and ".".join(parts[:depth]) + ".name" in known:
+                # A bare name (`objective: oput` in a preset) is the group {name: oput}, so its name and
+                # knobs can be overridden one key at a time (`train.objective.name=mmd`).
+                child = {"name": child}
+            node[part] = child
+            node = child
             if not isinstance(node, dict):
                 raise ConfigError(f"cannot set {key}: {part} is not a group")
         node[parts[-1]] = value
