@@ -5,7 +5,7 @@ vectorised code), the leave-one-group-out baseline and the surrogate to hand-wor
 gradient to the direction REINFORCE promises (a better sample's log-probability goes up). The objective
 runs on the smoke preset as a second `train` run from `dmax/` to `mmd/`, logs its terms and statistics to
 MLflow at every step, resumes bit-exactly from a checkpoint (and, slow, after SIGKILL), shows its knobs in
-`dmax config` and refuses bad ones by name.
+`dmax config` and refuses bad ones by name; under FSDP (slow) it trains like one process.
 """
 
 from __future__ import annotations
@@ -287,3 +287,24 @@ def test_a_killed_mmd_run_resumes_to_the_same_weights(smoke_dmax, tmp_path):
     assert record["steps"] == 200 and record["resumed_from"] >= first  # resumed, not restarted
     a, b = _mmd_weights(whole), _mmd_weights(killed)
     assert set(a) == set(b) and all(a[name].equal(b[name]) for name in a)
+
+
+@pytest.mark.slow
+def test_fsdp_on_two_processes_trains_like_one(smoke_dmax, tmp_path):
+    """Under `train.fsdp=true` with 2 processes (gloo on CPU) the feature model is sharded like the trained one
+    (`Objective.shard`) and the draws are per global row, so the weights are a 1-process run's to float
+    rounding (measured 9e-8; training moves them by 1e-3)."""
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    runs = {}
+    for name, launch in [("one", [sys.executable]),
+                         ("two", [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+                                  str(REPO / "accelerate" / "cpu-2proc.yaml"), "--num_processes", "2",
+                                  "--main_process_port", "29617"])]:
+        run = _copy(smoke_dmax, tmp_path / name)
+        extra = ["train.fsdp=true"] if name == "two" else []
+        done = subprocess.run([*launch, "-m", "dmax_core", "train", "--preset", "smoke", f"run_dir={run}",
+                               *SMOKE_MMD, *extra], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+        runs[name] = _mmd_weights(run)
+    one, two = runs["one"], runs["two"]
+    assert max(float((one[k].double() - two[k].double()).abs().max()) for k in one) <= 1e-6

@@ -161,6 +161,7 @@ class MMD(Objective):
     description: ClassVar[str] = ("DMax-MMD post-trained checkpoints of the `{preset}` preset, from its DMax "
                                   "checkpoint (dmax train train.objective.name=mmd).")
 
+    # Deviation: `temperature` is dmax's knob (dlm-mmd samples at 1.0, the default here).
     def __init__(self, group_size: int = 8, samples_per_group: int = 2, bandwidth: float = 10.0,
                  feature_layer: int | None = None, temperature: float = 1.0) -> None:
         self.group_size = check_int("group_size", group_size, 1)
@@ -176,7 +177,7 @@ class MMD(Objective):
         """A frozen copy of the starting weights cut after `feature_layer` (dlm-mmd `load_feature_extractor`).
 
         Its final norm and LM head are replaced by identities, so its forward returns the layer's output
-        directly (dlm-mmd reads it with a forward hook and keeps the norm). Built here, on the starting (DMax)
+        directly. Built here, on the starting (DMax)
         weights, before a checkpoint is resumed: a resumed run reads the same features as an uninterrupted one.
         Under FSDP the trainer shards it like the trained model (`shard`); otherwise each process holds it."""
         layers = model.config.num_hidden_layers
@@ -184,6 +185,9 @@ class MMD(Objective):
         if layer >= layers:
             raise ConfigError(f"train.objective.feature_layer={layer} is not a layer of this {layers}-layer model "
                               f"(0..{layers - 1})")
+        # Deviation: dlm-mmd loads a bf16 copy and reads the layer with a forward hook; this is a copy in the
+        # trained model's dtype (fp32 master weights; under FSDP with bf16 mixed precision it computes in bf16
+        # like the trained model) whose forward returns the layer output: the same features, no hook.
         frozen = copy.deepcopy(model)
         frozen.model.layers = frozen.model.layers[: layer + 1]
         frozen.model.norm = nn.Identity()
@@ -250,8 +254,9 @@ class MMD(Objective):
         corrections = torch.where(selected[:, None], draws, context[:, None])  # [b, G B, Ln]
         corrections = corrections.view(len(clean), groups, samples, layout.noisy_length)
 
-        # 2. Features of the reference and of every sample, from the frozen starting model. One forward for the
-        # reference and one per group (B samples of every row): a fixed count, as FSDP needs on every process.
+        # 2. Features of the reference and of every sample, from the frozen starting model. Deviation: dlm-mmd
+        # runs one row per forward (memory of the 16B model); here one forward for the reference and one per
+        # group (B samples of every row): a fixed count, as FSDP needs on every process.
         clean_window = clean[:, layout.noisy]
         reference = self._read_features(torch.where(selected, clean_window, context), clean, layout)
         generated = torch.stack([
