@@ -28,8 +28,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from dmax_core.decoding.policy import BlockPolicy, PolicyStep, TokenEmbedder
-from dmax_core.kernels.spd_step import greedy_tokens
+from dmax_core.decoding.policies.ranked import RankedCommitPolicy
 from dmax_core.registry import check_probability
 
 
@@ -47,42 +46,20 @@ def entropy_bound_count(sorted_entropy: Tensor, gamma: float) -> int:
     return max(1, int((spent <= gamma).sum()))
 
 
-class EntropyBoundPolicy(BlockPolicy):
+class EntropyBoundPolicy(RankedCommitPolicy):
     """The EB-sampler's entropy budget per forward (module docstring)."""
 
     name: ClassVar[str] = "eb"
 
     def __init__(self, threshold: float) -> None:
         self.threshold = check_probability("threshold", threshold)
-        self._ids: Tensor | None = None
-        self._mask_token_id = -1
+        super().__init__()
 
     @property
     def gamma(self) -> float:
         """The entropy budget in nats, from the swept threshold: gamma = -ln(threshold)."""
         return math.inf if self.threshold == 0.0 else -math.log(self.threshold)
 
-    def forward_limit(self, block_length: int) -> int:
-        return block_length  # at least one mask commits at every forward
-
-    def begin_block(self, block_ids: Tensor, active: Tensor, embedder: TokenEmbedder) -> None:
-        self._check_block(block_ids, active, embedder.mask_token_id)
-        self._mask_token_id = embedder.mask_token_id
-        self._ids = block_ids.clone()
-
-    def step(self, logits: Tensor) -> PolicyStep:
-        if self._ids is None:
-            raise RuntimeError("EntropyBoundPolicy.step called outside a block; call begin_block first")
-        old = self._ids
-        tokens, confidence = greedy_tokens(logits, self._mask_token_id)
-        masked = (old == self._mask_token_id).nonzero().flatten()
-        entropy = entropy_without_mask(logits[masked], self._mask_token_id)
-        order = torch.sort(entropy, stable=True)
-        n = entropy_bound_count(order.values, self.gamma)
-        commit = torch.zeros_like(old, dtype=torch.bool)
-        commit[masked[order.indices[:n]]] = True
-        new = torch.where(commit, tokens, old)
-        done = not bool((new == self._mask_token_id).any())
-        self._ids = None if done else new
-        return PolicyStep(block_ids=new, changed=commit, confidence=confidence, done=done,
-                          stop_reason="all_decoded" if done else None, next_inputs_embeds=None)
+    def choose(self, logits: Tensor, confidence: Tensor) -> Tensor:
+        order = torch.sort(entropy_without_mask(logits, self._mask_token_id), stable=True)
+        return order.indices[: entropy_bound_count(order.values, self.gamma)]

@@ -28,8 +28,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from dmax_core.decoding.policy import BlockPolicy, PolicyStep, TokenEmbedder
-from dmax_core.kernels.spd_step import greedy_tokens
+from dmax_core.decoding.policies.ranked import RankedCommitPolicy
 from dmax_core.registry import check_probability
 
 
@@ -42,41 +41,20 @@ def factor_commit_count(sorted_confidence: Tensor, factor: float) -> int:
     return int(fails[0]) if len(fails) else int(sorted_confidence.numel())
 
 
-class FactorPolicy(BlockPolicy):
+class FactorPolicy(RankedCommitPolicy):
     """Fast-dLLM's factor rule (module docstring): commit the n most confident masks, (i+1)(1-c_(i)) <= f."""
 
     name: ClassVar[str] = "factor"
 
     def __init__(self, threshold: float) -> None:
         self.threshold = check_probability("threshold", threshold)
-        self._ids: Tensor | None = None
-        self._mask_token_id = -1
+        super().__init__()
 
     @property
     def factor(self) -> float:
         """Fast-dLLM's f, from the swept threshold: f = 2 (1 - threshold)."""
         return 2.0 * (1.0 - self.threshold)
 
-    def forward_limit(self, block_length: int) -> int:
-        return block_length  # the most confident mask commits at every forward
-
-    def begin_block(self, block_ids: Tensor, active: Tensor, embedder: TokenEmbedder) -> None:
-        self._check_block(block_ids, active, embedder.mask_token_id)
-        self._mask_token_id = embedder.mask_token_id
-        self._ids = block_ids.clone()
-
-    def step(self, logits: Tensor) -> PolicyStep:
-        if self._ids is None:
-            raise RuntimeError("FactorPolicy.step called outside a block; call begin_block first")
-        old = self._ids
-        tokens, confidence = greedy_tokens(logits, self._mask_token_id)
-        masked = (old == self._mask_token_id).nonzero().flatten()
-        order = torch.sort(confidence[masked], descending=True, stable=True)
-        n = factor_commit_count(order.values, self.factor)
-        commit = torch.zeros_like(old, dtype=torch.bool)
-        commit[masked[order.indices[:n]]] = True
-        new = torch.where(commit, tokens, old)
-        done = not bool((new == self._mask_token_id).any())
-        self._ids = None if done else new
-        return PolicyStep(block_ids=new, changed=commit, confidence=confidence, done=done,
-                          stop_reason="all_decoded" if done else None, next_inputs_embeds=None)
+    def choose(self, logits: Tensor, confidence: Tensor) -> Tensor:
+        order = torch.sort(confidence, descending=True, stable=True)
+        return order.indices[: factor_commit_count(order.values, self.factor)]
