@@ -38,7 +38,7 @@ import torch
 from dmax_core.bundle import load_bundle
 from dmax_core.config import load_config
 from dmax_core.decoding import SPDPolicy, ThresholdPolicy, generate
-from dmax_core.env import environment_info
+from dmax_core.env import environment_info, package_version
 from dmax_core.integrations.diffusers import pipeline_for
 from dmax_core.stages.common import task_of
 from dmax_core.tokenizer import encode, render_prompt
@@ -130,18 +130,9 @@ def main() -> None:
                     "problems": args.problems, "batch_size": 1,
                     "block_length": block, "threshold": args.threshold, "spd_threshold": args.spd, "dtype": "float32",
                     "torch_threads": args.threads, "rounds": args.rounds, "device": env.get("device"),
-                    "torch": env.get("torch"), "diffusers": _version("diffusers")},
+                    "torch": env.get("torch"), "diffusers": package_version("diffusers")},
         "rows": rows, "equality": summary,
     }))
-
-
-def _version(name: str) -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return None
 
 
 if __name__ == "__main__":

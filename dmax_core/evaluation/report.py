@@ -134,12 +134,8 @@ def plot_tradeoff(cells: Sequence[Cell], headline: Headline | None, path: Path, 
         title += f"  (ratio {headline.tpf_ratio:.2f}x)"
     elif headline is not None:
         title += "  (headline not meaningful)"
-    ax.set_xlabel("tokens per forward (TPF, mean of per-sample ratios)")
-    ax.set_ylabel("accuracy on held-out test split (%)")
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize=8, framealpha=0.85)
-    return save_png(fig, path, dpi=120)
+    return _save_tpf_accuracy(fig, ax, title, path, "tokens per forward (TPF, mean of per-sample ratios)",
+                              "accuracy on held-out test split (%)")
 
 
 def ranking_table(ranking: Ranking) -> str:
@@ -179,8 +175,13 @@ def plot_frontiers(ranking: Ranking, path: Path, title: str) -> Path:
     if ranking.floor is not None:
         ax.axhline(100 * ranking.floor, color="black", linestyle=":", linewidth=1,
                    label=f"base one-token accuracy - {ranking.tolerance_pp:g} pp")
-    ax.set_xlabel("tokens per forward (TPF)")
-    ax.set_ylabel("accuracy on the test split (%)")
+    return _save_tpf_accuracy(fig, ax, title, path, "tokens per forward (TPF)", "accuracy on the test split (%)")
+
+
+def _save_tpf_accuracy(fig: plt.Figure, ax: plt.Axes, title: str, path: Path, xlabel: str, ylabel: str) -> Path:
+    """The axes, grid and legend every TPF-vs-accuracy picture shares, then `save_png`."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8, framealpha=0.85)
