@@ -7,7 +7,7 @@ PRESET ?= tiny
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.dmax-installed
 
-.PHONY: install pipeline test test-fast lint format asset clean
+.PHONY: install pipeline test test-fast lint format asset gpu-check clean
 
 install: $(STAMP)
 
@@ -38,6 +38,12 @@ format: install
 # the benchmark's seed 0, the run the committed asset came from.
 asset: install
 	$(BIN)/python scripts/make_test_asset.py pretrain.seed=1000
+
+# Every GPU path in one command (benchmarks/gpu_check.py says how to run it on a lent GPU machine, which
+# has no venv: there it is `PYTHONPATH=. python3 benchmarks/gpu_check.py`). ARGS: extra flags, e.g.
+# make gpu-check ARGS="--device cpu --scale tiny --no-compile" for its CPU path.
+gpu-check:
+	PYTHONPATH=. $(if $(wildcard $(BIN)/python),$(BIN)/python,python3) benchmarks/gpu_check.py $(ARGS)
 
 clean:
 	rm -rf runs
