@@ -33,7 +33,7 @@ lint: install
 format: install
 	$(BIN)/ruff format dmax_core tests flows
 
-# Regenerates the small trained base checkpoint used by tests (tests/assets/tiny-base): the ledger
+# Regenerates the shipped trained base (models/ledger-base: `tiny` starts from it, tests use it): the ledger
 # preset's base (3000 steps, ~12 min on 2 cores), past the accuracy phase change; pretrain.seed=1000 is
 # the benchmark's seed 0, the run the committed asset came from.
 asset: install

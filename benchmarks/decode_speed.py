@@ -38,7 +38,7 @@ from dmax_core.env import device_name
 from dmax_core.evaluation.speed import RoutingMonitor, bytes_per_forward, mbu, peak_bandwidth
 from dmax_core.models import LLaDA2MoeConfig, LLaDA2MoeForDiffusionLM
 
-ASSET = Path(__file__).resolve().parents[1] / "tests" / "assets" / "tiny-base"
+ASSET = Path(__file__).resolve().parents[1] / "models" / "ledger-base"
 BLOCK = 32
 
 

@@ -4,7 +4,7 @@
                                            [--gen-lengths 64 256] [--threshold 0.9] [--spd 0.5] [--rounds 2]
                                            [--threads 1]
 
-The trained asset (tests/assets/tiny-base, the default) ends its ledger answers after ~35 tokens, so
+The trained asset (models/ledger-base, the default) ends its ledger answers after ~35 tokens, so
 both generation lengths decode the same blocks; `--random-init` re-draws its weights (seed 0) so that no
 EOS comes early and every prompt decodes all `G` positions, which shows how the pipeline's cost grows
 with the window it recomputes. On random weights the two threshold decoders also part in tokens: with every
@@ -43,7 +43,7 @@ from dmax_core.integrations.diffusers import pipeline_for
 from dmax_core.stages.common import task_of
 from dmax_core.tokenizer import encode, render_prompt
 
-ASSET = Path(__file__).resolve().parents[1] / "tests" / "assets" / "tiny-base"
+ASSET = Path(__file__).resolve().parents[1] / "models" / "ledger-base"
 
 
 def block_tokens(ids: list[int], eos: int, mask: int, block: int, prompt_length: int) -> int:

@@ -3,7 +3,7 @@ decode loop (how dmax scored before) against scored beside the decode (`evaluati
 
     python benchmarks/scoring_overlap.py [--problems 24] [--batch 8] [--sleep 1.0] [--workers 2] [--rounds 2]
 
-The trained asset (tests/assets/tiny-base) decodes ledger test problems; each answer is then "tested" as
+The trained asset (models/ledger-base) decodes ledger test problems; each answer is then "tested" as
 a code benchmark tests one: a program run in dmax's sandbox (`run_program`, the same limits and process
 isolation HumanEval gets) that sleeps `--sleep` seconds -- a test suite's running time -- and checks the
 answer. Both settings decode the same problems with the same policy, so their samples must be equal (the
@@ -31,7 +31,7 @@ from dmax_core.sandbox import Limits, run_program
 from dmax_core.stages.common import task_of
 from dmax_core.tasks import Problem, Task
 
-ASSET = Path(__file__).resolve().parents[1] / "tests" / "assets" / "tiny-base"
+ASSET = Path(__file__).resolve().parents[1] / "models" / "ledger-base"
 
 
 class SlowProgramTask(Task):

@@ -1,7 +1,8 @@
 """How many CPU threads each kind of stage should use, idle and beside one busy process.
 
-    python benchmarks/threads.py RUN_DIR            # RUN_DIR holds base/ (e.g. runs/tiny after make pipeline)
-    python benchmarks/threads.py RUN_DIR --prompts 200 --steps 25
+    python benchmarks/threads.py                     # the shipped base, models/ledger-base
+    python benchmarks/threads.py --base RUN/base --prompts 200 --steps 25
+    GOMP_SPINCOUNT=300000 python benchmarks/threads.py   # libgomp's own waiting, without dmax's OMP_WAIT_POLICY
 
 Decoding: `--prompts` training prompts of the tiny preset's task, base model, threshold 0.9, at batch 1 and
 batch 64, with 1 and 2 torch threads. Training: `--steps` pretraining steps of the tiny preset (batch 32,
@@ -15,13 +16,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
+# isort: off
+import dmax_core  # noqa: F401 - first: it sets the OpenMP wait policy (dmax_core.env) before torch loads OpenMP
 import torch
+# isort: on
 
 from dmax_core.bundle import load_bundle
 from dmax_core.config import load_config
@@ -48,19 +53,23 @@ def busy_core(enabled: bool):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--base", type=Path, default=Path(__file__).resolve().parents[1] / "models" / "ledger-base",
+                        help="the base model bundle to decode with (default: the shipped one)")
     parser.add_argument("--prompts", type=int, default=200)
     parser.add_argument("--steps", type=int, default=25)
     args = parser.parse_args()
     cfg = load_config("tiny", [f"pretrain.steps={args.steps}", "pretrain.log_every=5"])
     task = task_of(cfg)
     problems = task.splits()["train"][: args.prompts]
-    model, tokenizer = load_bundle(args.run_dir / "base")
+    model, tokenizer = load_bundle(args.base, dtype=torch.float32)
     policy = build_policy("threshold", 0.9)
     train_tokenizer = task_tokenizer(cfg, task)
     data = encode_conversations(train_tokenizer, [(p.question, p.answer) for p in task.splits()["train"][:2000]],
                                 cfg.pretrain.max_seq_len, labelled_pads(cfg, cfg.pretrain))
+    waiting = {name: os.environ.get(name) for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    print(f"OpenMP waiting: {waiting}", flush=True)
     results: dict[str, object] = {"device": device_name(), "prompts": args.prompts, "train_steps": args.steps,
+                                  "openmp": waiting,
                                   "decode": [], "train": []}
     for busy in (False, True):
         load = "busy" if busy else "idle"

@@ -2,7 +2,7 @@
 self-distillation-only control, and summarise the headline ratio over seeds.
 
     dmax benchmark --preset ledger --seeds 0 1 2        # writes runs/benchmark-ledger/{seed-N/, summary/}
-    dmax benchmark --preset tiny --seeds 0 1 2          # the shorter `make pipeline` default, 3 seeds
+    dmax benchmark --preset tiny-scratch --seeds 0 1 2  # the `make pipeline` default trained from scratch, 3 seeds
 
 Per seed: pretrain -> distill -> train (OPUT) -> train (plain SFT on the same data and steps, the
 control) -> evaluate {base, dmax, control} x {threshold, spd} x thresholds -> report. The summary

@@ -1,4 +1,4 @@
-"""Regenerate tests/assets/tiny-base: the trained ledger base model used by fast behaviour tests.
+"""Regenerate models/ledger-base: the shipped ledger base (the `tiny` preset starts from it; fast tests use it).
 
     make asset            # = python scripts/make_test_asset.py pretrain.seed=1000  (ledger pretrain, ~12 min)
     python scripts/make_test_asset.py --from runs/benchmark-ledger/seed-0/base   # the committed asset
@@ -22,7 +22,7 @@ from dmax_core.bundle import load_bundle, read_provenance, save_bundle
 from dmax_core.config import load_config
 from dmax_core.stages.runner import run_stage
 
-ASSET = Path(__file__).resolve().parent.parent / "tests" / "assets" / "tiny-base"
+ASSET = Path(__file__).resolve().parent.parent / "models" / "ledger-base"
 
 
 def main() -> None:

@@ -21,7 +21,7 @@ from dmax_core.decoding import POLICIES, build_policy, generate, generate_batch
 from dmax_core.stages.common import task_of
 from dmax_core.tokenizer import encode, render_prompt
 
-ASSET = Path(__file__).parent / "assets" / "tiny-base"
+ASSET = Path(__file__).resolve().parents[1] / "models" / "ledger-base"
 THRESHOLDS = (1.0, 0.9, 0.5, 0.0)
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from dmax_core import cli
 
-ASSET = Path(__file__).parent / "assets" / "tiny-base"
+ASSET = Path(__file__).resolve().parents[1] / "models" / "ledger-base"
 
 
 def flip_payload_byte(directory: Path) -> str:

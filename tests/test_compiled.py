@@ -18,7 +18,7 @@ from dmax_core.models.kv_cache import StaticKVCache
 from dmax_core.stages.common import task_of
 from dmax_core.tokenizer import encode, render_prompt
 
-ASSET = Path(__file__).parent / "assets" / "tiny-base"
+ASSET = Path(__file__).resolve().parents[1] / "models" / "ledger-base"
 
 
 def test_the_static_cache_attends_like_the_exact_cache():

@@ -11,14 +11,20 @@ from dmax_core.errors import ConfigError
 
 
 def test_presets_load_and_inherit():
-    tiny, smoke, default = load_config("tiny"), load_config("smoke"), DmaxConfig()
+    tiny, scratch, smoke, default = (load_config("tiny"), load_config("tiny-scratch"), load_config("smoke"),
+                                     DmaxConfig())
     assert tiny.preset == "tiny" and smoke.preset == "smoke"
-    # smoke -> tiny -> ledger: values only `ledger` sets (and that differ from the defaults) reach smoke,
-    # values `tiny` changes win over ledger's, and smoke's own win over both.
-    assert default.task.name == "running_total" and smoke.task.name == tiny.task.name == "ledger"
-    assert default.pretrain.lr != 1.5e-3 and smoke.pretrain.lr == tiny.pretrain.lr == 1.5e-3
-    assert tiny.pretrain.steps == 2000 and load_config("ledger").pretrain.steps == 3000
-    assert smoke.pretrain.steps == 12 and smoke.model.hidden_size == 32 < tiny.model.hidden_size
+    # smoke -> tiny-scratch -> ledger: values only `ledger` sets (and that differ from the defaults) reach
+    # smoke, values `tiny-scratch` changes win over ledger's, and smoke's own win over both.
+    assert default.task.name == "running_total" and smoke.task.name == scratch.task.name == "ledger"
+    assert default.pretrain.lr != 1.5e-3 and smoke.pretrain.lr == scratch.pretrain.lr == 1.5e-3
+    assert scratch.pretrain.steps == 2000 and load_config("ledger").pretrain.steps == 3000
+    assert smoke.pretrain.steps == 12 and smoke.model.hidden_size == 32 < scratch.model.hidden_size
+    # The embedded default starts from the shipped base, like a real run from a downloaded checkpoint; the
+    # scratch preset and smoke train their own.
+    assert str(tiny.model.base_path) == "models/ledger-base" and tiny.model.dtype == "float32"
+    assert scratch.model.base_path is None and smoke.model.base_path is None
+    assert tiny.train == scratch.train and tiny.distill == scratch.distill and tiny.evaluate == scratch.evaluate
 
 
 def test_base_chains_resolve_by_path_and_loops_are_refused(tmp_path):

@@ -1,7 +1,7 @@
 """An experiment shaped like the real-model presets, end to end on a CPU, and the experiment as configuration.
 
 `tiny-files` (params/tiny-files.yaml) reads its base from a directory (the trained ledger base of
-tests/assets/tiny-base, no pretraining), its distillation prompts from a file and its evaluated task
+models/ledger-base, no pretraining), its distillation prompts from a file and its evaluated task
 from a file of ledger problems scored as `ledger`; the DMax threshold is chosen on a held-out slice of
 that file. Scaled down here (fewer prompts, steps and problems), tracked in a real MLflow sqlite store.
 """

@@ -1,6 +1,6 @@
 """`dmax export`: a hub-ready folder from a checkpoint directory or a registered MLflow model version.
 
-The run is real and small: the committed trained asset (tests/assets/tiny-base) as the run's `base/` and,
+The run is real and small: the committed trained asset (models/ledger-base) as the run's `base/` and,
 copied, as its `dmax/`, measured by the real `evaluate` stage on four ledger problems with fixed thresholds
 (so the headline names a cell for each model). Every number the card or generation config shows is checked
 against that run's eval/metrics.json read here as plain JSON, not through the exporter's helpers.
@@ -26,7 +26,7 @@ from dmax_core.files import checksums_digest, read_checksums, verify_checksums
 from dmax_core.models import LLaDA2MoeForDiffusionLM
 from dmax_core.stages.runner import run_stage
 
-ASSET = Path(__file__).parent / "assets" / "tiny-base"
+ASSET = Path(__file__).resolve().parents[1] / "models" / "ledger-base"
 TRAIN_PROVENANCE = {"stage": "train", "objective": "oput", "steps": 7, "final_loss": 0.25, "examples": 11,
                     "dataset_digest": "d" * 64, "preset": "export-test"}
 

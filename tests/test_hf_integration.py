@@ -23,7 +23,7 @@ from dmax_core.integrations.transformers import LLaDA2MoeHFConfig, LLaDA2MoeMode
 from dmax_core.stages.common import task_of
 from dmax_core.tokenizer import encode, load_tokenizer, render_prompt
 
-ASSET = Path(__file__).parent / "assets" / "tiny-base"
+ASSET = Path(__file__).resolve().parents[1] / "models" / "ledger-base"
 
 
 @pytest.fixture(scope="module")

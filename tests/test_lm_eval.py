@@ -28,7 +28,7 @@ from dmax_core.integrations.lm_eval import DmaxLM, LoglikelihoodUnsupported
 from dmax_core.tokenizer import encode, render_prompt
 
 REPO = Path(__file__).resolve().parent.parent
-ASSET = REPO / "tests" / "assets" / "tiny-base"
+ASSET = REPO / "models" / "ledger-base"
 TASKS = REPO / "tests" / "assets" / "lm_eval_tasks"
 QUESTIONS = [json.loads(line)["question"] for line in
              (TASKS / "dmax_ledger" / "ledger_test.jsonl").read_text(encoding="utf-8").splitlines()]

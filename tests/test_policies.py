@@ -20,7 +20,7 @@ from dmax_core.decoding.policies.factor import factor_commit_count
 from dmax_core.stages.common import task_of
 from dmax_core.tokenizer import encode, render_prompt
 
-ASSET = Path(__file__).parent / "assets" / "tiny-base"
+ASSET = Path(__file__).resolve().parents[1] / "models" / "ledger-base"
 VOCAB, MASK = 50, 2
 
 

@@ -1,7 +1,7 @@
 """One decode-and-score path (evaluation/runner.py): scores computed off the decode loop, traces taken from
 the measured decode, one answer-text rule and one summary of figures.
 
-On the trained asset (tests/assets/tiny-base) with the ledger task, so the answers are real ones; the
+On the trained asset (models/ledger-base) with the ledger task, so the answers are real ones; the
 references are independent computations: the same problems scored inline in the loop, a batch-1
 `generate(record_trace=True)` of each traced problem, and hand-worked figures.
 """
@@ -25,7 +25,7 @@ from dmax_core.stages.common import task_of
 from dmax_core.tasks import Problem, Task
 from dmax_core.tokenizer import encode, render_prompt
 
-ASSET = Path(__file__).parent / "assets" / "tiny-base"
+ASSET = Path(__file__).resolve().parents[1] / "models" / "ledger-base"
 FRAME = {"gen_length": 48, "block_length": 32}
 
 

@@ -173,7 +173,7 @@ def test_sharded_distillation_merges_to_the_unsharded_dataset(tmp_path):
     problems = list(range(11))
     assert [len(shard_problems(problems, i, 3)) for i in range(3)] == [4, 4, 3]
     assert [p for i in range(3) for p in shard_problems(problems, i, 3)] == problems
-    common = ["model.base_path=tests/assets/tiny-base", "distill.gen_length=48", "distill.n_prompts=10",
+    common = ["model.base_path=models/ledger-base", "distill.gen_length=48", "distill.n_prompts=10",
               "distill.batch_size=4"]
     plain = load_config("smoke", [*common, f"run_dir={tmp_path / 'plain'}"])
     run_stage("distill", plain)

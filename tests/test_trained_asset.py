@@ -1,4 +1,4 @@
-"""Real behaviour on a trained tiny base model (tests/assets/tiny-base, regenerate with `make asset`).
+"""Real behaviour on a trained tiny base model (models/ledger-base, regenerate with `make asset`).
 
 The asset is the `ledger` preset's base (the 3-seed benchmark's seed 0). It is fixed and decoding is
 greedy, so these results are deterministic; the thresholds below are properties any adequately
@@ -19,7 +19,7 @@ from dmax_core.files import read_checksums
 from dmax_core.stages.common import task_of
 from dmax_core.tokenizer import encode, render_prompt
 
-ASSET = Path(__file__).parent / "assets" / "tiny-base"
+ASSET = Path(__file__).resolve().parents[1] / "models" / "ledger-base"
 
 
 @pytest.fixture(scope="module")

@@ -178,7 +178,7 @@ def test_sharded_distillation_fans_out_over_the_pool_and_merges(platform, tmp_pa
     """`dmax-distill/sharded` with 2 shards: two `dmax-stage/distill` flow runs taken by the worker, then the
     merge; the merged dataset is byte for byte the unsharded one. A rerun decodes nothing; with one shard
     removed (a failed shard), a rerun decodes only that one."""
-    base = ["model.base_path=" + str(REPO / "tests" / "assets" / "tiny-base"), "distill.gen_length=48",
+    base = ["model.base_path=" + str(REPO / "models" / "ledger-base"), "distill.gen_length=48",
             "distill.n_prompts=12", "distill.batch_size=4"]
     run_dir = tmp_path / "sharded"
     overrides = [*base, f"run_dir={run_dir}"]
