@@ -53,7 +53,11 @@ def write_auth_config(path: Path, *, database_uri: str, admin_password: str,
     interpolation, and URL-quoted passwords contain `%`."""
     values = {"default_permission": DEFAULT_PERMISSION, "database_uri": database_uri,
               "admin_username": admin_username, "admin_password": admin_password,
-              "authorization_function": "mlflow.server.auth:authenticate_request_basic_auth"}
+              "authorization_function": "mlflow.server.auth:authenticate_request_basic_auth",
+              # Each request otherwise pays a PBKDF2 check (~0.3 s here); a pipeline makes hundreds. The cache
+              # is per server worker and password changes through the API clear it there: with one worker
+              # (`--workers 1`) nothing goes stale.
+              "auth_cache_ttl_seconds": "60"}
     body = "".join(f"{key} = {value.replace('%', '%%')}\n" for key, value in values.items())
     return write_private(path, "# written by flows.servers at start; holds secrets, never commit\n[mlflow]\n" + body)
 
