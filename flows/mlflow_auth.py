@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dmax_core.errors import ServerError
 from dmax_core.preflight import basic_auth, public_url, request_json
 from flows.credentials import write_private
 
@@ -80,9 +81,14 @@ class MlflowAdmin:
             status, body = request_json(url, method=method, payload=payload,
                                         authorization=basic_auth(self.username, self.password), timeout=30)
         except (urllib.error.URLError, OSError) as exc:
-            raise MlflowAuthError(f"MLflow server at {public_url(self.url)} does not answer ({exc})") from None
+            reason = getattr(exc, "reason", exc)
+            raise ServerError(f"MLflow server at {public_url(self.url)} does not answer ({reason})") from None
         if status == 404 and ok_missing:
             return None
+        if status == 401:
+            raise ServerError(f"MLflow server at {public_url(self.url)} refused admin {self.username!r} (HTTP 401): "
+                              "DMAX_MLFLOW_ADMIN_PASSWORD / .secrets/mlflow-admin-password is not the one it was "
+                              "created with")
         if not 200 <= status < 300:
             message = (body or {}).get("message", "") if isinstance(body, dict) else ""
             raise MlflowAuthError(f"{method} {endpoint} as {self.username}: HTTP {status} {message}".rstrip())
