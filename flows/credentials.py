@@ -50,6 +50,8 @@ PREFECT_AUTH_STRING = Secret("prefect-auth-string", "DMAX_PREFECT_AUTH_STRING", 
 MLFLOW_ADMIN_PASSWORD = Secret("mlflow-admin-password", "DMAX_MLFLOW_ADMIN_PASSWORD")
 MLFLOW_WORKER_PASSWORD = Secret("mlflow-worker-password", "DMAX_MLFLOW_WORKER_PASSWORD")
 MLFLOW_SECRET_KEY = Secret("mlflow-flask-secret-key", "DMAX_MLFLOW_SECRET_KEY")  # the auth app's CSRF key
+PLATFORM_SECRETS = (POSTGRES_PASSWORD, PREFECT_AUTH_STRING, MLFLOW_ADMIN_PASSWORD, MLFLOW_WORKER_PASSWORD,
+                    MLFLOW_SECRET_KEY)
 
 
 def write_private(path: Path, text: str) -> Path:

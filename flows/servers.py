@@ -48,6 +48,7 @@ from flows.credentials import (
     MLFLOW_ADMIN_PASSWORD,
     MLFLOW_SECRET_KEY,
     MLFLOW_WORKER_PASSWORD,
+    PLATFORM_SECRETS,
     POSTGRES_PASSWORD,
     PREFECT_AUTH_STRING,
     SecretError,
@@ -447,7 +448,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_environment()
     parser = argparse.ArgumentParser(prog="python -m flows.servers", description=__doc__.split("\n\n")[0])
     parser.add_argument("action", choices=["start", "stop", "status", "deploy", "prefect", "mlflow", "worker", "env",
-                                           "add-user"])
+                                           "add-user", "secrets"])
     parser.add_argument("username", nargs="?", help="add-user: the MLflow user to create or update")
     parser.add_argument("--role", choices=list(ROLES), default="reader", help="add-user: the user's role")
     parser.add_argument("--password-file", type=Path, help="add-user: a 0600 file with the user's password "
@@ -498,6 +499,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             new, written = platform.add_user(args.username, args.role, args.password_file)
             where = f"; password in {written}" if written else ""
             print(f"{'created' if new else 'updated'} MLflow user {args.username} (role {args.role}){where}")
+        elif args.action == "secrets":  # made once, e.g. for docker/compose.yaml's secrets; paths, not values
+            for secret in PLATFORM_SECRETS:
+                platform.secrets.get(secret)
+                given = os.environ.get(secret.variable) or os.environ.get(f"{secret.variable}_FILE")
+                print(f"{secret.variable:28} {'from the environment' if given else platform.secrets.path(secret)}")
         elif args.action == "prefect":
             return _foreground(platform, "prefect-server", platform.prefect_server_command())
         elif args.action == "mlflow":
