@@ -20,7 +20,8 @@ their environment or 0600 files, never a command line or a log. The worker logs 
 user `dmax-worker` (role trainer) and is started only after a preflight check of both servers.
 
 This module starts processes; it never imports dmax stages, torch or mlflow. It is one command-line tool
-for the four processes of the local platform, which is why it is a little over 350 lines.
+for the four processes of the local platform and their credentials (the secrets themselves are `flows.credentials`,
+MLflow users and roles `flows.mlflow_auth`), which is why it is about 530 lines.
 """
 
 from __future__ import annotations
