@@ -19,3 +19,8 @@ class DataError(DmaxError):
 
 class DecodingError(DmaxError):
     """A decode that cannot finish as configured (a policy that never completes a block)."""
+
+
+class ServerError(DmaxError):
+    """A server a command needs (MLflow, Prefect) does not answer or refuses its credentials: checked
+    before any work starts (`dmax_core.preflight`), so the user reads one line instead of a retry loop."""

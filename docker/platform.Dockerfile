@@ -8,7 +8,7 @@ RUN apt-get update && apt-get install -y --no-install-recommends curl && rm -rf 
 WORKDIR /opt/dmax
 COPY requirements ./requirements
 # The servers need no torch: install the pinned platform packages only.
-RUN grep -E '^(prefect|fastapi|mlflow|psycopg2-binary)' requirements/lock.txt > /tmp/platform.txt \
+RUN grep -E '^(prefect|fastapi|mlflow|psycopg2-binary|flask-wtf)' requirements/lock.txt > /tmp/platform.txt \
  && pip install -r /tmp/platform.txt
 RUN useradd --create-home --uid 1000 dmax && mkdir -p /artifacts && chown dmax /artifacts
 USER dmax

@@ -5,10 +5,14 @@
 
 `LocalPostgres` runs the Debian `postgresql` package's binaries (`initdb`, `pg_ctl`, `psql`; found on PATH
 or under /usr/lib/postgresql/*/bin) on 127.0.0.1 only, with its data directory in the project, and creates
-the two databases the platform uses (`prefect`, `mlflow`). Authentication is `trust` for loopback
-connections of the local role: good for one machine; a team server (managed PostgreSQL, or this one bound
-elsewhere) takes a password in `--database-url`. PostgreSQL refuses to run as root, so as root the server
-runs as the `postgres` system user that the package creates (the data directory is handed to it).
+the databases the platform uses (`prefect`, `mlflow`, and `mlflow_auth` for MLflow's users and
+permissions). Every connection, local socket or TCP, authenticates with a password (scram-sha-256): the
+cluster is made by `initdb --auth=scram-sha-256 --pwfile`, so pg_hba.conf has no `trust` rule, and a
+cluster that does (one made before this) is refused at start in one line. The password is the platform
+secret `DMAX_POSTGRES_PASSWORD` (`flows.credentials`); it reaches `initdb` in a 0600 file that is deleted
+afterwards and `psql` in `PGPASSWORD`, never on a command line. PostgreSQL refuses to run as root, so as
+root the server runs as the `postgres` system user that the package creates (the data directory is
+handed to it).
 
 sqlite stays the zero-setup default (`make servers`); this module is used only when asked for.
 """
@@ -20,12 +24,14 @@ import os
 import shutil
 import subprocess
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from flows.credentials import write_private
 
 HOST = "127.0.0.1"
 ROLE = "dmax"
-DATABASES = ("prefect", "mlflow")
+DATABASES = ("prefect", "mlflow", "mlflow_auth")  # mlflow_auth: the basic-auth app's user store
 
 
 class PostgresError(RuntimeError):
@@ -48,7 +54,8 @@ def database_urls(base_url: str) -> dict[str, str]:
         raise PostgresError(f"--database-url must look like postgresql://USER[:PASSWORD]@HOST:PORT, got {base_url!r}")
     server = parsed.netloc
     # explicit drivers: SQLAlchemy 2.1 would pick psycopg 3 for a bare postgresql:// URL
-    return {"prefect": f"postgresql+asyncpg://{server}/prefect", "mlflow": f"postgresql+psycopg2://{server}/mlflow"}
+    return {"prefect": f"postgresql+asyncpg://{server}/prefect", "mlflow": f"postgresql+psycopg2://{server}/mlflow",
+            "mlflow_auth": f"postgresql+psycopg2://{server}/mlflow_auth"}
 
 
 @dataclass
@@ -57,6 +64,7 @@ class LocalPostgres:
 
     root: Path
     port: int = 5433
+    password: str = field(default="", repr=False)  # the `dmax` role's; required (module docstring)
 
     def __post_init__(self) -> None:
         self.root = Path(self.root).resolve()
@@ -66,8 +74,9 @@ class LocalPostgres:
 
     @property
     def url(self) -> str:
-        """The server URL `LocalPlatform` takes (`database_urls` adds the database names)."""
-        return f"postgresql://{ROLE}@{HOST}:{self.port}"
+        """The server URL `LocalPlatform` takes (`database_urls` adds the database names); it holds the password,
+        so it goes into environment variables and 0600 files only."""
+        return f"postgresql://{ROLE}:{urllib.parse.quote(self.password, safe='')}@{HOST}:{self.port}"
 
     def _as_server_user(self, command: list[str]) -> list[str]:
         """Commands that touch the data directory run as `postgres` when we are root (initdb/pg_ctl refuse root)."""
@@ -76,7 +85,8 @@ class LocalPostgres:
         return ["runuser", "-u", "postgres", "--", *command]
 
     def _run(self, command: list[str], what: str) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+        env = {**os.environ, "PGPASSWORD": self.password}
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False, env=env)
         if done.returncode != 0:
             raise PostgresError(f"{what} failed: {(done.stderr or done.stdout).strip()[-1500:]}\n{self.log_tail()}")
         return done
@@ -103,14 +113,31 @@ class LocalPostgres:
         os.chmod(self.root, 0o700)
 
     def init(self) -> None:
-        """Create the cluster once (role `dmax`, trust on loopback only); later calls keep the data."""
+        """Create the cluster once (role `dmax` with the password, scram-sha-256 for every connection);
+        later calls keep the data."""
+        if not self.password:
+            raise PostgresError("the PostgreSQL server needs a password (DMAX_POSTGRES_PASSWORD or .secrets/)")
         if (self.data_dir / "PG_VERSION").is_file():
             return
         self._prepare_root()
-        self._run(self._as_server_user([postgres_binary("initdb"), "-D", str(self.data_dir), "-U", ROLE,
-                                        "--auth-local=trust", "--auth-host=trust", "-E", "UTF8",
-                                        "--no-instructions"]),
-                  "initdb")
+        pwfile = write_private(self.root / "initdb-password", self.password + "\n")
+        try:
+            if os.geteuid() == 0:
+                shutil.chown(pwfile, "postgres", "postgres")
+            self._run(self._as_server_user([postgres_binary("initdb"), "-D", str(self.data_dir), "-U", ROLE,
+                                            "--auth=scram-sha-256", f"--pwfile={pwfile}", "-E", "UTF8",
+                                            "--no-instructions"]),
+                      "initdb")
+        finally:
+            pwfile.unlink(missing_ok=True)
+
+    def check_authentication(self) -> None:
+        """Refuse a cluster whose pg_hba.conf lets anyone in without a password (a `trust` rule)."""
+        hba = self.data_dir / "pg_hba.conf"
+        rules = [line.split() for line in hba.read_text().splitlines() if not line.lstrip().startswith("#")]
+        if any("trust" in rule for rule in rules):
+            raise PostgresError(f"{hba} has a `trust` rule (a cluster made before password authentication): "
+                                f"stop it and remove {self.root}, or replace `trust` with scram-sha-256")
 
     def running(self) -> bool:
         done = subprocess.run(self._as_server_user([postgres_binary("pg_ctl"), "status", "-D", str(self.data_dir)]),
@@ -120,6 +147,7 @@ class LocalPostgres:
     def start(self) -> None:
         """Init if needed, start on 127.0.0.1 only, create the platform's databases."""
         self.init()
+        self.check_authentication()
         if not self.running():
             options = f"-c listen_addresses={HOST} -p {self.port} -k {self.socket_dir}"
             self._run(self._as_server_user([postgres_binary("pg_ctl"), "start", "-w", "-t", "60", "-D",

@@ -11,7 +11,7 @@ MLFLOW_PORT ?= 5000
 SERVERS = $(BIN)/python -m flows.servers --prefect-port $(PREFECT_PORT) --mlflow-port $(MLFLOW_PORT)
 
 .PHONY: servers stop-servers servers-status prefect-server mlflow-ui worker deploy dvc-repro platform-files \
-	servers-postgres stop-servers-postgres \
+	servers-postgres stop-servers-postgres platform-user \
 	test-integration
 
 servers: install
@@ -57,9 +57,16 @@ test-integration: install
 
 # The team platform: both servers keep their state in PostgreSQL (a local server in .postgres/ on 127.0.0.1,
 # port POSTGRES_PORT, started here; or an existing one: DMAX_DATABASE_URL=postgresql://USER:PW@HOST:PORT make servers).
+# Authentication is on there (Prefect auth string, MLflow basic-auth, PostgreSQL passwords; secrets in .secrets/).
 POSTGRES_PORT ?= 5433
 servers-postgres: install
 	$(SERVERS) start --postgres --postgres-port $(POSTGRES_PORT)
 
 stop-servers-postgres:
 	@if [ -x $(BIN)/python ]; then $(SERVERS) stop --postgres --postgres-port $(POSTGRES_PORT); fi
+
+# An MLflow user of the team platform (auth on): make platform-user NAME=alice ROLE=reader|trainer
+ROLE ?= reader
+platform-user: install
+	@test -n "$(NAME)" || { echo "usage: make platform-user NAME=alice ROLE=reader|trainer"; exit 2; }
+	$(SERVERS) add-user $(NAME) --role $(ROLE) --postgres --postgres-port $(POSTGRES_PORT)

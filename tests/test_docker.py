@@ -12,6 +12,13 @@ from pathlib import Path
 
 import yaml
 
+from flows.credentials import (
+    MLFLOW_ADMIN_PASSWORD,
+    MLFLOW_SECRET_KEY,
+    MLFLOW_WORKER_PASSWORD,
+    POSTGRES_PASSWORD,
+    PREFECT_AUTH_STRING,
+)
 from flows.postgres import database_urls
 from flows.servers import WORK_POOL
 
@@ -65,5 +72,33 @@ def test_dockerfiles_copy_files_that_exist_and_pin_what_they_install():
         if build:
             assert (DOCKER / build["context"] / build["dockerfile"]).is_file()
     lock = (REPO / "requirements" / "lock.txt").read_text().splitlines()
-    selected = [line for line in lock if re.match(r"^(prefect|fastapi|mlflow|psycopg2-binary)", line)]
-    assert {re.split(r"[=<>]", line)[0] for line in selected} == {"prefect", "fastapi", "mlflow", "psycopg2-binary"}
+    pattern = re.search(r"grep -E '(\^\([^']+\))'", (DOCKER / "platform.Dockerfile").read_text()).group(1)
+    selected = [line for line in lock if re.match(pattern, line)]
+    assert {re.split(r"[=<>]", line)[0] for line in selected} == {"prefect", "fastapi", "mlflow", "psycopg2-binary",
+                                                                   "flask-wtf"}  # flask-wtf: the basic-auth app
+
+
+def test_compose_has_the_team_platforms_authentication():
+    """Secrets are compose secrets named like flows.credentials' files; no URL carries a password; the
+    servers run their own auth (basic-auth app, PostgreSQL scram-sha-256, the auth string via the entry
+    script); the mlflow_auth database exists."""
+    compose = _compose()
+    services = compose["services"]
+    assert {name: spec["file"] for name, spec in compose["secrets"].items()} == {
+        s.name: f"../.secrets/{s.name}" for s in (POSTGRES_PASSWORD, PREFECT_AUTH_STRING, MLFLOW_ADMIN_PASSWORD,
+                                                  MLFLOW_WORKER_PASSWORD, MLFLOW_SECRET_KEY)}
+    text = (DOCKER / "compose.yaml").read_text()
+    assert not re.search(r"://[^/@\s]+:[^/@\s]+@", text), "a URL with a password"
+    assert "POSTGRES_PASSWORD:" not in text
+    postgres = services["postgres"]["environment"]
+    assert postgres["POSTGRES_HOST_AUTH_METHOD"] == "scram-sha-256" and "trust" not in postgres["POSTGRES_INITDB_ARGS"]
+    command = services["mlflow"]["command"]
+    assert command[command.index("--app-name") + 1] == "basic-auth"
+    script = (DOCKER / "with-secrets.sh").read_text()
+    for variable in ("PGPASSWORD", "PREFECT_SERVER_API_AUTH_STRING", "MLFLOW_TRACKING_PASSWORD",
+                     "MLFLOW_AUTH_CONFIG_PATH"):
+        assert variable in script
+    for name in ("prefect", "mlflow", "worker", "worker-deploy"):
+        assert "with-secrets" in str(services[name]["entrypoint"]), name
+        assert set(services[name]["secrets"]) <= set(compose["secrets"]), name
+    assert "CREATE DATABASE mlflow_auth" in (DOCKER / "postgres-init.sql").read_text()

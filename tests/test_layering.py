@@ -21,7 +21,7 @@ from dmax_core.stages.code_deps import PACKAGE, REPO, SourceTree
 # Lowest first. Ties share a tuple: they import neither way.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors", "env", "registry", "metric_logger"),  # leaf helpers: import nothing of dmax_core
-    ("files", "__init__"),  # files raises errors; the package's __init__ configures the environment (env)
+    ("files", "preflight", "__init__"),  # files, preflight raise errors; the package's __init__ configures env
     ("models",),
     ("tokenizer",),
     ("bundle",),  # a model + its tokenizer, written with checksums (files)

@@ -1,6 +1,6 @@
 """Where MLflow records go: the tracking URI, the client, the experiment.
 
-`MLFLOW_TRACKING_URI` if set (a server, or a PostgreSQL database), else `sqlite:///<project>/mlruns.db`
+`MLFLOW_TRACKING_URI` if set (a server, checked before use; or a PostgreSQL database), else `sqlite:///<project>/mlruns.db`
 with artifacts in `<project>/mlartifacts/`. Experiment `dmax` unless `DMAX_MLFLOW_EXPERIMENT` says
 otherwise, marked as a model-training experiment (`EXPERIMENT_KIND_TAG`).
 """
@@ -15,6 +15,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from dmax_core.env import project_dir
+from dmax_core.preflight import check_mlflow
 
 EXPERIMENT_VARIABLE = "DMAX_MLFLOW_EXPERIMENT"
 DEFAULT_EXPERIMENT = "dmax"
@@ -41,7 +42,11 @@ def default_artifact_location(uri: str) -> str | None:
 
 
 def tracking_client(uri: str | None = None) -> MlflowClient:
+    """A client for `uri` (default `tracking_uri()`). A server URI is checked first (`preflight`): a server
+    that is down or refuses the credentials is a one-line `ServerError` now, not minutes of retries and
+    a traceback after the stage has started."""
     uri = uri or tracking_uri()
+    check_mlflow(uri)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 

@@ -3,6 +3,7 @@ deployment runs)."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -28,10 +29,12 @@ COPY_IGNORE = shutil.ignore_patterns(
 )  # fmt: skip
 
 
-def http_json(url: str, payload: dict[str, Any] | None = None, timeout: float = 30.0) -> Any:
+def http_json(url: str, payload: dict[str, Any] | None = None, timeout: float = 30.0,
+              authorization: str | None = None) -> Any:
     """GET (or POST `payload` as JSON) and decode the JSON answer."""
     data = None if payload is None else json.dumps(payload).encode()
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json", **({"Authorization": authorization} if authorization else {})}
+    request = urllib.request.Request(url, data=data, headers=headers)
     with urllib.request.urlopen(request, timeout=timeout) as response:
         return json.loads(response.read() or b"null")
 
@@ -75,6 +78,12 @@ def wait_for(predicate, timeout: float, interval: float = 2.0, what: str = "cond
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
 
+def prefect_authorization(platform: LocalPlatform) -> str | None:
+    """The basic-auth header the platform's Prefect clients send (None without authentication)."""
+    auth_string = platform.env().get("PREFECT_API_AUTH_STRING") if platform.auth else None
+    return "Basic " + base64.b64encode(auth_string.encode()).decode() if auth_string else None
+
+
 def run_deployment(platform: LocalPlatform, name: str, preset: str, overrides: list[str], **params: object) -> str:
     """`prefect deployment run NAME --param ...` exactly as a user types it; returns the flow run id."""
     extra = [arg for key, value in params.items() for arg in ("--param", f"{key}={value}")]
@@ -89,7 +98,8 @@ def run_deployment(platform: LocalPlatform, name: str, preset: str, overrides: l
 
 def wait_flow_run(platform: LocalPlatform, flow_run_id: str, timeout: float = 900.0) -> dict:
     def terminal():
-        run = http_json(f"{platform.prefect_api_url}/flow_runs/{flow_run_id}")
+        run = http_json(f"{platform.prefect_api_url}/flow_runs/{flow_run_id}",
+                        authorization=prefect_authorization(platform))
         return run if run["state"]["type"] in TERMINAL else None
 
     return wait_for(terminal, timeout, what=f"flow run {flow_run_id} finished")
@@ -99,6 +109,7 @@ def flow_run_logs(platform: LocalPlatform, flow_run_id: str) -> str:
     logs = http_json(
         f"{platform.prefect_api_url}/logs/filter",
         {"logs": {"flow_run_id": {"any_": [flow_run_id]}}, "limit": 200, "sort": "TIMESTAMP_ASC"},
+        authorization=prefect_authorization(platform),
     )
     worker = platform.log_file("worker").read_text(errors="replace")[-4000:]
     return "\n".join(entry["message"] for entry in logs) + "\n--- worker log tail ---\n" + worker
